@@ -1,0 +1,5 @@
+"""`python -m qwenscribe` runs the command line."""
+
+from qwenscribe.cli import main
+
+main()

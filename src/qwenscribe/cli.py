@@ -1,0 +1,150 @@
+"""The `qwenscribe` command line (typer + rich).
+
+Library code raises `QwenScribeError`s; this layer turns them into one red sentence and an exit
+code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from qwenscribe import __version__
+from qwenscribe.errors import InputError, NotImplementedYetError, QwenScribeError
+from qwenscribe.model.resolve import DEFAULT_MODEL, resolve_model
+from qwenscribe.model.tokens import LANGUAGES
+from qwenscribe.paths import qwenscribe_home
+
+app = typer.Typer(
+    name="qwenscribe",
+    help="Local, offline speech recognition and subtitles with Qwen3-ASR.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+stdout = Console()
+stderr = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., object])
+
+
+def friendly_errors(command: F) -> F:
+    """Show project errors as one sentence and exit with their code; Ctrl-C exits 130."""
+
+    @functools.wraps(command)
+    def wrapper(*args: object, **kwargs: object) -> object:
+        try:
+            return command(*args, **kwargs)
+        except QwenScribeError as error:
+            stderr.print(f"[bold red]error:[/] {error.message}", highlight=False)
+            if error.hint:
+                stderr.print(f"[yellow]what to do:[/] {error.hint}", highlight=False)
+            raise typer.Exit(error.exit_code) from None
+        except KeyboardInterrupt:
+            stderr.print("[yellow]interrupted[/]")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _version(value: bool) -> None:
+    if value:
+        stdout.print(f"qwenscribe {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what happens.")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+
+
+def language_name(language: str) -> str:
+    """A canonical language name from a name or ISO code, any case ("en", "english")."""
+    by_name = {name.lower(): name for name in LANGUAGES.values()}
+    key = language.strip().lower()
+    if key in by_name:
+        return by_name[key]
+    if key in LANGUAGES:
+        return LANGUAGES[key]
+    raise InputError(
+        f"Qwen3-ASR does not know the language {language!r}.",
+        "Use a name or code from: "
+        + ", ".join(f"{code} ({name})" for code, name in LANGUAGES.items())
+        + ".",
+    )
+
+
+def _check_inputs(inputs: list[Path]) -> list[Path]:
+    missing = [str(path) for path in inputs if not path.exists()]
+    if missing:
+        raise InputError(
+            f"No such file or folder: {', '.join(missing)}.",
+            "Check the path (quote names that contain spaces).",
+        )
+    return inputs
+
+
+@app.command()
+@friendly_errors
+def transcribe(
+    inputs: Annotated[list[Path], typer.Argument(help="Audio or video files, or folders.")],
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model", "-m", help=("0.6b, 1.7b, a Hugging Face id, or a local checkpoint folder.")
+        ),
+    ] = DEFAULT_MODEL,
+    language: Annotated[
+        str | None,
+        typer.Option(
+            "--language",
+            "-l",
+            help=("Force the language (name or code, e.g. English or en); default: detect."),
+        ),
+    ] = None,
+    output_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--output-dir", "-o", help=("Where to write subtitles; default: beside each input.")
+        ),
+    ] = None,
+) -> None:
+    """Transcribe audio and video files into subtitles."""
+    _check_inputs(inputs)
+    forced_language = language_name(language) if language else None
+    resolved = resolve_model(model)
+    table = Table(title="qwenscribe", show_header=False)
+    table.add_row("inputs", ", ".join(str(path) for path in inputs))
+    table.add_row("model", f"{resolved.source} ({resolved.kind}, {resolved.layout} layout)")
+    table.add_row("model folder", str(resolved.path))
+    table.add_row("language", forced_language or "detect")
+    table.add_row("output", str(output_dir) if output_dir else "beside each input")
+    table.add_row("cache", str(qwenscribe_home()))
+    stderr.print(table)
+    raise NotImplementedYetError(
+        f"qwenscribe {__version__} cannot transcribe yet: the model was found and checked, "
+        "but the transcription engine is not part of this version.",
+        "Use a later version of qwenscribe; this one can check inputs and find models.",
+    )
+
+
+def main() -> None:
+    app()
