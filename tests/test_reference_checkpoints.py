@@ -228,3 +228,14 @@ def test_audio_token_count_matches_the_encoder_output(checkpoints):
             out = model.model.get_audio_features(features, mask, return_dict=True).pooler_output
         assert out.shape[0] == audio_tokens(frames), frames
     assert np.isfinite(out.numpy()).all()
+
+
+def test_long_audio_is_not_cut_at_30_seconds(checkpoints, long_speech):
+    """Unlike Whisper, Qwen3-ASR's features cover the whole input (REFERENCE.md)."""
+    processor = AutoProcessor.from_pretrained(checkpoints[("asr", "hf")])
+    assert len(long_speech) > 60 * 16000
+    inputs = processor.apply_transcription_request(audio=long_speech)
+    frames = int(inputs["input_features_mask"].sum())
+    assert frames == len(long_speech) // 160
+    assert inputs["input_features"].shape[-1] % 100 == 0  # padded to whole 1-s chunks
+    assert inputs["input_ids"][0].tolist().count(AUDIO_PAD) == audio_tokens(frames)
