@@ -1,0 +1,1 @@
+"""Conversion of Qwen3-ASR checkpoints (either layout) into the hybrid format. No torch."""
