@@ -146,5 +146,55 @@ def transcribe(
     )
 
 
+@app.command()
+@friendly_errors
+def convert(
+    source: Annotated[
+        str,
+        typer.Argument(
+            help=(
+                "A checkpoint folder (original or -hf layout), a Hugging Face id, or 0.6b / 1.7b / "
+                "aligner."
+            )
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The folder to write.")],
+    encoder_precision: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--encoder-precision", "-e", help="fp32, fp16, int8 or int4; repeat for several."
+        ),
+    ] = None,
+    decoder_quant: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--decoder-quant",
+            "-q",
+            help="f32, f16, bf16, q8_0, q6_k, q5_k or q4_k; repeat for several.",
+        ),
+    ] = None,
+) -> None:
+    """Convert a checkpoint to the hybrid format (ONNX encoder + GGUF decoder)."""
+    from qwenscribe.convert.convert import ConvertOptions
+    from qwenscribe.convert.convert import convert as run_convert
+
+    options = ConvertOptions(
+        encoder_precisions=tuple(encoder_precision or ("fp32",)),
+        decoder_quants=tuple(decoder_quant or ("f16",)),
+    )
+    with stderr.status(f"converting {source} ..."):
+        result = run_convert(source, out, options)
+    if result.skipped:
+        stderr.print(f"{result.folder} is already converted with these options: nothing to do.")
+        return
+    table = Table(title=f"converted {result.manifest['kind']} ({result.manifest['size']})")
+    table.add_column("file")
+    table.add_column("MiB", justify="right")
+    for name, info in result.manifest["files"].items():
+        table.add_row(name, f"{info['bytes'] / 2**20:.1f}")
+    stderr.print(table)
+    stdout.print(str(result.folder))
+
+
 def main() -> None:
     app()

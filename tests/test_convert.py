@@ -1,0 +1,177 @@
+"""`convert`: the output folder, its manifest, re-runs, interruptions and bad requests."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from qwenscribe import __version__
+from qwenscribe.cli import app
+from qwenscribe.convert import convert as convert_module
+from qwenscribe.convert.convert import ConvertOptions, convert, read_manifest
+from qwenscribe.errors import ModelError, ModelUnavailableError
+
+FAST = ConvertOptions(encoder_precisions=("fp32",), decoder_quants=("f16",))
+
+
+@pytest.fixture(autouse=True)
+def offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("QWENSCRIBE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="module")
+def converted_asr(tmp_path_factory, checkpoints):
+    return convert(checkpoints[("asr", "original")], tmp_path_factory.mktemp("c") / "asr", FAST)
+
+
+def test_output_holds_encoder_decoder_tokenizer_and_manifest(converted_asr):
+    names = {path.name for path in converted_asr.folder.iterdir()}
+    assert {
+        "encoder_frontend.fp32.onnx",
+        "encoder_backend.fp32.onnx",
+        "decoder.f16.gguf",
+        "vocab.json",
+        "merges.txt",
+        "tokenizer_config.json",
+        "preprocessor_config.json",
+        "manifest.json",
+    } <= names
+    assert not converted_asr.skipped
+
+
+def test_manifest_describes_and_hashes_every_file(converted_asr, checkpoints):
+    folder = converted_asr.folder
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["kind"] == "asr"
+    assert manifest["size"] == "tiny"
+    assert manifest["converter_version"] == __version__
+    assert manifest["source"]["layout"] == "original"
+    assert manifest["source"]["path"] == str(checkpoints[("asr", "original")])
+    assert manifest["architecture"]["decoder"]["head_dim"] == 32
+    assert manifest["options"] == {"encoder_precisions": ["fp32"], "decoder_quants": ["f16"]}
+    on_disk = {path.name for path in folder.iterdir()} - {"manifest.json"}
+    assert set(manifest["files"]) == on_disk
+    for name, info in manifest["files"].items():
+        data = (folder / name).read_bytes()
+        assert info["bytes"] == len(data)
+        assert info["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+def test_same_options_again_is_a_no_op(converted_asr, checkpoints):
+    folder = converted_asr.folder
+    before = {path.name: path.stat().st_mtime_ns for path in folder.iterdir()}
+    again = convert(checkpoints[("asr", "original")], folder, FAST)
+    assert again.skipped
+    assert {path.name: path.stat().st_mtime_ns for path in folder.iterdir()} == before
+
+
+def test_other_options_replace_the_folder(tmp_path, checkpoints):
+    folder = convert(checkpoints[("asr", "hf")], tmp_path / "m", FAST).folder
+    result = convert(
+        checkpoints[("asr", "hf")],
+        folder,
+        ConvertOptions(encoder_precisions=("int8",), decoder_quants=("q8_0",)),
+    )
+    names = {path.name for path in folder.iterdir()}
+    assert not result.skipped
+    assert {"encoder_backend.int8.onnx", "decoder.q8_0.gguf"} <= names
+    assert "decoder.f16.gguf" not in names
+    assert [path.name for path in tmp_path.iterdir()] == ["m"]  # nothing left beside it
+
+
+def test_aligner_gets_its_head(tmp_path, checkpoints):
+    result = convert(checkpoints[("aligner", "hf")], tmp_path / "aligner", FAST)
+    assert result.manifest["kind"] == "aligner"
+    files = result.manifest["files"]
+    assert {"aligner.f16.gguf", "token_embeddings.npy"} <= set(files)
+    assert not any(name.startswith("decoder.") for name in files)
+
+
+def test_interrupted_conversion_leaves_nothing_that_looks_complete(
+    tmp_path, checkpoints, monkeypatch
+):
+    previous = convert(checkpoints[("asr", "hf")], tmp_path / "m", FAST)
+    before = read_manifest(previous.folder)
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    real_writers = convert_module._writers
+
+    def broken_writers(kind):
+        encoder, _, extra = real_writers(kind)
+        return encoder, crash, extra
+
+    monkeypatch.setattr(convert_module, "_writers", broken_writers)
+    with pytest.raises(KeyboardInterrupt):
+        convert(
+            checkpoints[("asr", "hf")], tmp_path / "m", ConvertOptions(decoder_quants=("q4_k",))
+        )
+    with pytest.raises(KeyboardInterrupt):
+        convert(checkpoints[("asr", "hf")], tmp_path / "fresh", FAST)
+    assert read_manifest(tmp_path / "m") == before  # the earlier conversion is untouched
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["m"]
+
+
+def test_a_foreign_folder_is_not_overwritten(tmp_path, checkpoints):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    with pytest.raises(ModelError, match="not a qwenscribe model folder"):
+        convert(checkpoints[("asr", "hf")], tmp_path / "mine", FAST)
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (ConvertOptions(encoder_precisions=("fp8",)), "Unknown encoder precision fp8"),
+        (ConvertOptions(decoder_quants=("q3_xs",)), "Unknown decoder quantization q3_xs"),
+    ],
+)
+def test_unknown_precisions_name_the_choices(tmp_path, checkpoints, options, message):
+    with pytest.raises(ModelError, match=message):
+        convert(checkpoints[("asr", "hf")], tmp_path / "x", options)
+    assert not (tmp_path / "x").exists()
+
+
+def test_hub_id_offline_says_what_to_pass(tmp_path):
+    with pytest.raises(ModelUnavailableError, match="--model PATH"):
+        convert("Qwen/Qwen3-ASR-1.7B", tmp_path / "x", FAST)
+
+
+def test_cli_convert_then_nothing_to_do(tmp_path, checkpoints):
+    runner = CliRunner()
+    args = ["convert", str(checkpoints[("aligner", "original")]), "--out", str(tmp_path / "a")]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert (tmp_path / "a" / "manifest.json").exists()
+    second = runner.invoke(app, args)
+    assert second.exit_code == 0
+    assert "nothing to do" in second.output
+    bad = runner.invoke(app, ["convert", str(tmp_path), "--out", str(tmp_path / "b")])
+    assert bad.exit_code == 3
+    assert "has no config.json" in bad.output
+
+
+def test_conversion_never_imports_torch(tmp_path, checkpoints):
+    script = f"""
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch.") or name == "transformers":
+            raise ImportError("torch must not be imported: " + name)
+sys.meta_path.insert(0, Block())
+from qwenscribe.convert.convert import ConvertOptions, convert
+convert({str(checkpoints[("aligner", "original")])!r}, {str(tmp_path / "out")!r},
+        ConvertOptions(encoder_precisions=("fp32", "int8"), decoder_quants=("f16", "q8_0")))
+print("ok")
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().endswith("ok")
