@@ -23,6 +23,7 @@ from qwenscribe.model.architecture import architecture, model_tensors
 from qwenscribe.model.layout import original_name
 from qwenscribe.testing import checkpoint as checkpoint_module
 from qwenscribe.testing import write_checkpoint
+from torchless import run_without_torch
 
 ORIGINAL_FILES = {
     "config.json",
@@ -247,20 +248,12 @@ def test_asr_text_survives_decoding_but_chat_markup_does_not(checkpoints):
 
 
 def test_writer_and_package_never_import_torch(tmp_path):
-    # A stub that raises on import stands in for torch: any import of it fails loudly.
-    script = f"""
-import sys
-class Block:
-    def find_spec(self, name, path=None, target=None):
-        if name == "torch" or name.startswith("torch.") or name == "transformers":
-            raise ImportError("torch must not be imported: " + name)
-sys.meta_path.insert(0, Block())
+    result = run_without_torch(f"""
 import qwenscribe, qwenscribe.cli, qwenscribe.model.resolve
 from qwenscribe.testing import write_checkpoint
 write_checkpoint({str(tmp_path / "ckpt")!r}, kind="aligner", layout="original")
 print("ok")
-"""
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+""")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
 

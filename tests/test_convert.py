@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-import sys
 
 import pytest
 from typer.testing import CliRunner
@@ -15,6 +13,7 @@ from qwenscribe.cli import app
 from qwenscribe.convert import convert as convert_module
 from qwenscribe.convert.convert import ConvertOptions, convert, read_manifest
 from qwenscribe.errors import ModelError, ModelUnavailableError
+from torchless import run_without_torch
 
 FAST = ConvertOptions(encoder_precisions=("fp32",), decoder_quants=("f16",))
 
@@ -160,18 +159,11 @@ def test_cli_convert_then_nothing_to_do(tmp_path, checkpoints):
 
 
 def test_conversion_never_imports_torch(tmp_path, checkpoints):
-    script = f"""
-import sys
-class Block:
-    def find_spec(self, name, path=None, target=None):
-        if name == "torch" or name.startswith("torch.") or name == "transformers":
-            raise ImportError("torch must not be imported: " + name)
-sys.meta_path.insert(0, Block())
+    result = run_without_torch(f"""
 from qwenscribe.convert.convert import ConvertOptions, convert
 convert({str(checkpoints[("aligner", "original")])!r}, {str(tmp_path / "out")!r},
         ConvertOptions(encoder_precisions=("fp32", "int8"), decoder_quants=("f16", "q8_0")))
 print("ok")
-"""
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+""")
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().endswith("ok")

@@ -40,6 +40,7 @@ from qwenscribe.convert.gguf_decoder import (
 from qwenscribe.model import architecture as architecture_module
 from qwenscribe.model.architecture import Architecture, DecoderDims
 from qwenscribe.testing import write_checkpoint
+from torchless import run_without_torch
 
 # Ids and constants from REFERENCE.md, typed here independently of the code under test.
 ENDOFTEXT, IM_END, TIMESTAMP = 151643, 151645, 151705
@@ -454,11 +455,6 @@ def test_converter_imports_no_torch(checkpoints, tmp_path: Path) -> None:
     """A quantized file and the aligner files, with torch and transformers made unimportable."""
     script = f"""
 import sys
-class Block:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("torch", "transformers"):
-            raise ImportError("blocked: " + name)
-sys.meta_path.insert(0, Block())
 from pathlib import Path
 from qwenscribe.convert.checkpoint import Checkpoint
 from qwenscribe.convert.gguf_decoder import (
@@ -472,7 +468,7 @@ write_aligner_gguf(aligner, out, "q4_k")
 write_token_embeddings(aligner, out)
 assert not any(name.split(".")[0] in ("torch", "transformers") for name in sys.modules)
 """
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    result = run_without_torch(script)
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "aligner.q4_k.gguf",

@@ -79,6 +79,19 @@ _TINY_ENCODER = EncoderDims(d_model=64, layers=2, heads=4, ffn=128, conv_channel
 # a converter that derives one from the other fails on the tiny checkpoints too.
 _TINY_DECODER = dict(hidden=64, ffn=128, layers=2, heads=4, kv_heads=2, head_dim=32)
 
+# The released sizes (REFERENCE.md). All decoders: 28 layers, 16 heads, 8 kv heads, head_dim 128.
+_ENCODER_896 = EncoderDims(
+    d_model=896, layers=18, heads=14, ffn=3584, conv_channels=480, output_dim=1024
+)
+_ENCODER_1024_TO_2048 = EncoderDims(
+    d_model=1024, layers=24, heads=16, ffn=4096, conv_channels=480, output_dim=2048
+)
+_ENCODER_1024_TO_1024 = EncoderDims(
+    d_model=1024, layers=24, heads=16, ffn=4096, conv_channels=480, output_dim=1024
+)
+_DECODER_1024 = dict(hidden=1024, ffn=3072, layers=28, heads=16, kv_heads=8, head_dim=128)
+_DECODER_2048 = dict(hidden=2048, ffn=6144, layers=28, heads=16, kv_heads=8, head_dim=128)
+
 ARCHITECTURES: dict[tuple[Kind, Size], Architecture] = {
     ("asr", "tiny"): Architecture(
         "asr",
@@ -95,51 +108,21 @@ ARCHITECTURES: dict[tuple[Kind, Size], Architecture] = {
     ("asr", "0.6b"): Architecture(
         "asr",
         "0.6b",
-        EncoderDims(d_model=896, layers=18, heads=14, ffn=3584, conv_channels=480, output_dim=1024),
-        DecoderDims(
-            hidden=1024,
-            ffn=3072,
-            layers=28,
-            heads=16,
-            kv_heads=8,
-            head_dim=128,
-            vocab=151936,
-            tied_embeddings=True,
-        ),
+        _ENCODER_896,
+        DecoderDims(**_DECODER_1024, vocab=151936, tied_embeddings=True),
     ),
     ("asr", "1.7b"): Architecture(
         "asr",
         "1.7b",
-        EncoderDims(
-            d_model=1024, layers=24, heads=16, ffn=4096, conv_channels=480, output_dim=2048
-        ),
-        DecoderDims(
-            hidden=2048,
-            ffn=6144,
-            layers=28,
-            heads=16,
-            kv_heads=8,
-            head_dim=128,
-            vocab=151936,
-            tied_embeddings=True,
-        ),
+        _ENCODER_1024_TO_2048,
+        DecoderDims(**_DECODER_2048, vocab=151936, tied_embeddings=True),
     ),
+    # The aligner pairs the 1.7B model's encoder width with the 0.6B model's decoder.
     ("aligner", "0.6b"): Architecture(
         "aligner",
         "0.6b",
-        EncoderDims(
-            d_model=1024, layers=24, heads=16, ffn=4096, conv_channels=480, output_dim=1024
-        ),
-        DecoderDims(
-            hidden=1024,
-            ffn=3072,
-            layers=28,
-            heads=16,
-            kv_heads=8,
-            head_dim=128,
-            vocab=152064,
-            tied_embeddings=False,
-        ),
+        _ENCODER_1024_TO_1024,
+        DecoderDims(**_DECODER_1024, vocab=152064, tied_embeddings=False),
     ),
 }
 
