@@ -19,7 +19,7 @@ import ml_dtypes
 import numpy as np
 
 from qwenscribe.errors import ModelError
-from qwenscribe.model.architecture import Architecture, TensorSpec, model_tensors
+from qwenscribe.model.architecture import Architecture, TensorSpec, head_tensor, model_tensors
 from qwenscribe.model.layout import (
     Layout,
     architecture_from_config,
@@ -161,11 +161,8 @@ class Checkpoint:
 
     def tensor(self, name: str) -> np.ndarray:
         """One tensor as float32 (a tied head reads the embedding)."""
-        if (
-            name not in self._entries
-            and name in ("lm_head.weight",)
-            and self.arch.decoder.tied_embeddings
-        ):
+        tied_head = self.arch.decoder.tied_embeddings and name == head_tensor(self.arch).name
+        if tied_head and name not in self._entries:
             name = "model.language_model.embed_tokens.weight"
         entry = self._entries[name]
         dtype = np.dtype(_DTYPES[entry.dtype])
