@@ -41,3 +41,14 @@ class NotImplementedYetError(QwenScribeError):
     """A feature this version does not have yet (the message says which)."""
 
     exit_code = 5
+
+
+class AudioDecodeError(InputError):
+    """A media file cannot be read or decoded (missing, corrupt, not media)."""
+
+
+class NoAudioError(InputError):
+    """The input holds no audio to transcribe: no audio track, or zero samples.
+
+    The engine raises it; the subtitle pipeline catches it to write valid empty subtitles.
+    """

@@ -1,0 +1,1 @@
+"""The engine: chunking, prompts, decoding loop and guards, shared by every runtime."""

@@ -1,0 +1,1 @@
+"""Runtimes: what runs the model (hybrid: ONNX Runtime + llama.cpp; transformers)."""
