@@ -18,8 +18,8 @@ from rich.table import Table
 
 from qwenscribe import __version__
 from qwenscribe.errors import InputError, NotImplementedYetError, QwenScribeError
+from qwenscribe.model.prompt import language_name
 from qwenscribe.model.resolve import DEFAULT_MODEL, resolve_model
-from qwenscribe.model.tokens import LANGUAGES
 from qwenscribe.paths import qwenscribe_home
 
 app = typer.Typer(
@@ -73,22 +73,6 @@ def _main(
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
-    )
-
-
-def language_name(language: str) -> str:
-    """A canonical language name from a name or ISO code, any case ("en", "english")."""
-    by_name = {name.lower(): name for name in LANGUAGES.values()}
-    key = language.strip().lower()
-    if key in by_name:
-        return by_name[key]
-    if key in LANGUAGES:
-        return LANGUAGES[key]
-    raise InputError(
-        f"Qwen3-ASR does not know the language {language!r}.",
-        "Use a name or code from: "
-        + ", ".join(f"{code} ({name})" for code, name in LANGUAGES.items())
-        + ".",
     )
 
 

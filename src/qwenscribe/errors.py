@@ -52,3 +52,9 @@ class NoAudioError(InputError):
 
     The engine raises it; the subtitle pipeline catches it to write valid empty subtitles.
     """
+
+
+class DeviceError(QwenScribeError):
+    """The requested device (GPU, provider) is not available with the installed packages."""
+
+    exit_code = 6

@@ -243,3 +243,16 @@ def parameter_count(arch: Architecture) -> int:
     if arch.decoder.tied_embeddings:
         total -= head_tensor(arch).numel
     return total
+
+
+def _after_convolutions(frames: int) -> int:
+    """Positions left from `frames` mel frames after the three stride-2 convolutions."""
+    for _ in range(3):
+        frames = (frames - 1) // 2 + 1
+    return frames
+
+
+def audio_token_count(mel_frames: int) -> int:
+    """Audio tokens for `mel_frames` frames: 13 per whole 1-s chunk plus the partial chunk's."""
+    whole, remainder = divmod(mel_frames, 2 * N_WINDOW)
+    return TOKENS_PER_CHUNK * whole + (_after_convolutions(remainder) if remainder else 0)

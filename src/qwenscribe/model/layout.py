@@ -14,6 +14,7 @@ is the one place that knows the original one.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -65,6 +66,11 @@ def original_name(hf_tensor_name: str, kind: Kind) -> str:
         if hf_tensor_name.startswith(new):
             return old + hf_tensor_name[len(new) :]
     raise KeyError(f"{hf_tensor_name!r} is not a tensor of a Qwen3-ASR {kind} checkpoint")
+
+
+def hf_key_mapping(kind: Kind) -> dict[str, str]:
+    """Original -> hf renames as the regular expressions of transformers' `key_mapping`."""
+    return {"^" + re.escape(old): new for old, new in _prefixes(kind)}
 
 
 def detect_layout(config: dict[str, Any]) -> Layout:

@@ -16,24 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tokenizers import (
-    AddedToken,
-    Regex,
     Tokenizer,
-    decoders,
     models,
     normalizers,
     pre_tokenizers,
-    processors,
     trainers,
 )
 
 from qwenscribe.model import tokens
-
-# Qwen2's split pattern (also llama.cpp's "qwen2" pre-tokenizer).
-QWEN2_SPLIT_PATTERN = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
-    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
+from qwenscribe.model.tokenizer import build_bpe_tokenizer, qwen2_pre_tokenizer
 
 _LEARNED_VOCAB = 3000
 
@@ -56,20 +47,11 @@ El reconocimiento de voz convierte el habla en texto. Распознавание
 """
 
 
-def _pre_tokenizer() -> pre_tokenizers.PreTokenizer:
-    return pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(QWEN2_SPLIT_PATTERN), behavior="isolated", invert=False),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ]
-    )
-
-
 def _learn_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
     """Byte-level BPE merges learned from the built-in text (deterministic)."""
     learner = Tokenizer(models.BPE())
     learner.normalizer = normalizers.NFC()
-    learner.pre_tokenizer = _pre_tokenizer()
+    learner.pre_tokenizer = qwen2_pre_tokenizer()
     trainer = trainers.BpeTrainer(
         vocab_size=_LEARNED_VOCAB,
         min_frequency=1,
@@ -113,23 +95,7 @@ def build_tokenizer() -> TokenizerFiles:
     for text in _filler(vocab, tokens.FIRST_ADDED_ID - len(vocab)):
         vocab[text] = len(vocab)
 
-    tokenizer = Tokenizer(
-        models.BPE(
-            vocab=vocab, merges=merges, fuse_unk=False, byte_fallback=False, ignore_merges=False
-        )
-    )
-    tokenizer.normalizer = normalizers.NFC()
-    tokenizer.pre_tokenizer = _pre_tokenizer()
-    tokenizer.decoder = decoders.ByteLevel()
-    tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
-    for token_id, text, special in tokens.added_tokens():
-        added = AddedToken(text, special=special, normalized=False)
-        if special:
-            tokenizer.add_special_tokens([added])
-        else:
-            tokenizer.add_tokens([added])
-        if tokenizer.token_to_id(text) != token_id:
-            raise AssertionError(f"{text} landed at {tokenizer.token_to_id(text)}, not {token_id}")
+    tokenizer = build_bpe_tokenizer(vocab, merges, tokens.added_tokens())
     return TokenizerFiles(vocab=vocab, merges=merges, tokenizer_json=tokenizer.to_str())
 
 

@@ -1,0 +1,117 @@
+"""Find the model files a runtime needs, converting a checkpoint once when the hybrid runtime
+asks for it, and check them before any work starts.
+
+`model` may be a short name, a hub id, a checkpoint folder (either layout) or a folder written by
+`qwenscribe convert`. The hybrid runtime needs the converted files for the requested encoder
+precision and decoder quantization; they are made once and kept under the cache
+(`QWENSCRIBE_HOME/models`). The transformers runtime needs the checkpoint itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from qwenscribe.convert.convert import (
+    ConvertOptions,
+    convert,
+    read_manifest,
+    source_fingerprint,
+)
+from qwenscribe.convert.gguf_decoder import QUANTS
+from qwenscribe.convert.onnx_encoder import PRECISIONS, backend_filename, frontend_filename
+from qwenscribe.errors import ModelError
+from qwenscribe.model.resolve import ResolvedModel, resolve_model
+from qwenscribe.paths import converted_models_dir
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    folder: Path  # where the runtime reads its files
+    source: str  # what the user named
+    manifest: dict[str, Any] | None  # for converted folders
+
+
+def _check_choice(value: str, choices: tuple[str, ...], what: str) -> None:
+    if value not in choices:
+        raise ModelError(f"Unknown {what} {value!r}.", f"Use one of: {', '.join(choices)}.")
+
+
+def check_converted(folder: Path, manifest: dict[str, Any], precision: str, quant: str) -> None:
+    """Every file the hybrid runtime will open is listed in the manifest and has its size."""
+    if manifest.get("kind") != "asr":
+        raise ModelError(
+            f"{folder} holds a converted {manifest.get('kind')} model, not a speech recognizer.",
+            "Pass a Qwen3-ASR model (0.6b, 1.7b or its folder).",
+        )
+    wanted = [frontend_filename(precision), backend_filename(precision), f"decoder.{quant}.gguf"]
+    listed = manifest.get("files", {})
+    for name in wanted:
+        if name not in listed:
+            options = manifest.get("options", {})
+            raise ModelError(
+                f"{folder} was converted without {name} (it has encoder precisions "
+                f"{options.get('encoder_precisions')} and decoder quantizations "
+                f"{options.get('decoder_quants')}).",
+                "Choose one of those, or convert again with the one you want.",
+            )
+    for name, facts in listed.items():
+        path = folder / name
+        if not path.is_file() or path.stat().st_size != facts["bytes"]:
+            raise ModelError(
+                f"The model file {path} is missing or has the wrong size (damaged or "
+                "incomplete copy).",
+                "Convert the model again.",
+            )
+
+
+def _cache_folder(resolved: ResolvedModel, precision: str, quant: str) -> Path:
+    name = re.sub(r"[^\w.-]+", "_", Path(resolved.source).name or resolved.source)
+    fingerprint = source_fingerprint(resolved.path)[:12]
+    return converted_models_dir() / f"{name}-{fingerprint}-{precision}-{quant}"
+
+
+def hybrid_model_files(model: str, precision: str, quant: str) -> ModelFiles:
+    """The converted folder for `model`, converting (once) when given a checkpoint."""
+    _check_choice(precision, PRECISIONS, "encoder precision")
+    _check_choice(quant, QUANTS, "decoder quantization")
+    given = Path(model).expanduser()
+    manifest = read_manifest(given) if given.is_dir() else None
+    if manifest is None:
+        resolved = resolve_model(model)
+        if resolved.kind != "asr":
+            raise ModelError(
+                f"{model} is a forced aligner, not a speech recognizer.",
+                "Pass a Qwen3-ASR model (0.6b, 1.7b or its folder).",
+            )
+        given = _cache_folder(resolved, precision, quant)
+        if read_manifest(given) is None:
+            log.info("converting %s for the hybrid runtime into %s", model, given)
+        convert(resolved.path, given, ConvertOptions((precision,), (quant,)))
+        manifest = read_manifest(given)
+    check_converted(given, manifest, precision, quant)
+    return ModelFiles(given, model, manifest)
+
+
+def checkpoint_files(model: str) -> ModelFiles:
+    """The checkpoint folder for the transformers runtime (which cannot read converted files)."""
+    given = Path(model).expanduser()
+    if given.is_dir() and read_manifest(given) is not None:
+        source = read_manifest(given)["source"]["path"]
+        raise ModelError(
+            f"{given} is converted for the hybrid runtime; the transformers runtime needs the "
+            "original checkpoint.",
+            f"Pass the checkpoint folder (it was converted from {source}) or a model name.",
+        )
+    resolved = resolve_model(model)
+    if resolved.kind != "asr":
+        raise ModelError(
+            f"{model} is a forced aligner, not a speech recognizer.",
+            "Pass a Qwen3-ASR model (0.6b, 1.7b or its folder).",
+        )
+    return ModelFiles(resolved.path, model, None)

@@ -1,0 +1,51 @@
+"""Which hardware a runtime may use, checked up front: an unavailable choice is an error.
+
+The hybrid runtime maps one `device` name to an ONNX Runtime execution provider for the encoder
+and to llama.cpp GPU offload for the decoder. Nothing falls back silently: a person who asked for
+a GPU and got the CPU would only notice by the speed.
+"""
+
+from __future__ import annotations
+
+from qwenscribe.errors import DeviceError
+
+# device name -> ONNX Runtime execution provider
+ONNX_PROVIDERS = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "directml": "DmlExecutionProvider",
+    "coreml": "CoreMLExecutionProvider",
+}
+
+
+def onnx_provider(device: str) -> str:
+    """The ONNX Runtime provider for `device`, if the installed onnxruntime offers it."""
+    import onnxruntime
+
+    name = device.split(":", 1)[0].lower()
+    if name not in ONNX_PROVIDERS:
+        raise DeviceError(
+            f"Unknown device {device!r}.", f"Use one of: {', '.join(ONNX_PROVIDERS)}."
+        )
+    provider = ONNX_PROVIDERS[name]
+    available = onnxruntime.get_available_providers()
+    if provider not in available:
+        raise DeviceError(
+            f"The installed onnxruntime cannot run on {name!r} (it offers {', '.join(available)}).",
+            "Install the onnxruntime package built for that device (e.g. onnxruntime-gpu for "
+            "CUDA, onnxruntime-directml, onnxruntime on macOS for CoreML), or use device 'cpu'.",
+        )
+    return provider
+
+
+def check_llama_gpu_offload(gpu_layers: int) -> None:
+    """llama.cpp can only offload layers when it was built with a GPU backend."""
+    import llama_cpp
+
+    if gpu_layers and not llama_cpp.llama_supports_gpu_offload():
+        raise DeviceError(
+            "The installed llama.cpp (llama-cpp-python) was built without GPU support, so the "
+            "decoder cannot run on the GPU.",
+            "Rebuild llama-cpp-python with a GPU backend (e.g. CMAKE_ARGS='-DGGML_CUDA=on'), "
+            "or use device 'cpu'.",
+        )

@@ -1,0 +1,230 @@
+"""The hybrid runtime: ONNX Runtime for the audio encoder, llama.cpp for the text decoder.
+
+A prompt mixes token ids and audio embeddings, but a llama.cpp batch holds one or the other, so a
+prompt is fed as pieces in order (text, audio, text, ...) at consecutive positions of its
+sequence; the KV cache makes that the same computation as one mixed batch. Several prompts are
+decoded as parallel sequences of one context: each llama_decode call carries pieces of every
+sequence, and each generation step one new token of every unfinished sequence.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from qwenscribe.errors import ModelError
+from qwenscribe.model.tokens import AUDIO_PAD_ID
+from qwenscribe.runtimes.base import (
+    GREEDY,
+    DecodeRequest,
+    Generation,
+    RuntimeTimes,
+    Sampling,
+    StopCheck,
+    TokenCallback,
+    choose_tokens,
+    is_eos,
+)
+from qwenscribe.runtimes.devices import check_llama_gpu_offload, onnx_provider
+from qwenscribe.runtimes.llama_decoder import ContextSettings, LlamaContext, LlamaModel
+from qwenscribe.runtimes.onnx_encoder import OnnxAudioEncoder
+
+_CONTEXT_STEP = 1024  # contexts are sized up in steps, so a slightly longer call reuses one
+
+
+@dataclass(frozen=True)
+class HybridSettings:
+    folder: Path  # a converted folder (qwenscribe convert)
+    decoder_quant: str = "q8_0"
+    encoder_precision: str = "fp32"
+    device: str = "cpu"
+    threads: int | None = None
+    n_batch: int = 512
+    flash_attention: bool | None = None
+    f32_kv_cache: bool = False
+
+
+@dataclass
+class _Piece:
+    """A run of one sequence's prompt: token ids or audio embeddings, from position `start`."""
+
+    start: int
+    token_ids: np.ndarray | None = None
+    embeddings: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.token_ids if self.token_ids is not None else self.embeddings)
+
+
+def prompt_pieces(request: DecodeRequest) -> list[_Piece]:
+    """Split a prompt at the edges of its audio placeholder runs."""
+    ids = np.asarray(request.prompt_ids)
+    is_audio = ids == AUDIO_PAD_ID
+    if int(is_audio.sum()) != len(request.audio):
+        raise ValueError(
+            f"prompt has {int(is_audio.sum())} audio placeholders for {len(request.audio)} rows"
+        )
+    edges = [0, *(np.flatnonzero(np.diff(is_audio.astype(np.int8))) + 1).tolist(), len(ids)]
+    pieces, audio_row = [], 0
+    for start, end in itertools.pairwise(edges):
+        if is_audio[start]:
+            rows = request.audio[audio_row : audio_row + end - start]
+            audio_row += end - start
+            pieces.append(_Piece(start, embeddings=rows))
+        else:
+            pieces.append(_Piece(start, token_ids=ids[start:end]))
+    return pieces
+
+
+class HybridRuntime:
+    name = "hybrid"
+
+    def __init__(self, settings: HybridSettings) -> None:
+        self.settings = settings
+        self.threads = settings.threads or max(1, os.cpu_count() or 1)
+        provider = onnx_provider(settings.device)
+        gpu_layers = 0 if settings.device == "cpu" else 10_000  # every layer
+        check_llama_gpu_offload(gpu_layers)
+        folder = settings.folder
+        gguf = folder / f"decoder.{settings.decoder_quant}.gguf"
+        if not gguf.is_file():
+            raise ModelError(f"{folder} has no decoder file {gguf.name}.", "Convert it again.")
+        self.encoder = OnnxAudioEncoder(folder, settings.encoder_precision, provider, self.threads)
+        self.decoder = LlamaModel(gguf, gpu_layers)
+        self.hidden_size = self.decoder.n_embd
+        self.times = RuntimeTimes()
+        self._context: LlamaContext | None = None
+
+    # -- encoder ---------------------------------------------------------------------------------
+
+    def encode(self, mel: np.ndarray) -> np.ndarray:
+        before = self.encoder.seconds
+        embeddings = self.encoder.encode(mel)
+        self.times.encoder_s += self.encoder.seconds - before
+        return embeddings
+
+    # -- decoder ---------------------------------------------------------------------------------
+
+    def _context_for(self, n_seq: int, n_tokens: int) -> LlamaContext:
+        needed = -(-n_tokens // _CONTEXT_STEP) * _CONTEXT_STEP
+        current = self._context
+        if current is None or current.settings.n_ctx < needed or current.settings.n_seq < n_seq:
+            if current is not None:
+                current.close()
+            self._context = self.decoder.context(
+                ContextSettings(
+                    n_ctx=needed,
+                    n_seq=max(n_seq, current.settings.n_seq if current else 1),
+                    threads=self.threads,
+                    n_batch=self.settings.n_batch,
+                    flash_attention=self.settings.flash_attention,
+                    f32_kv_cache=self.settings.f32_kv_cache,
+                )
+            )
+        self._context.clear()
+        return self._context
+
+    def _prefill(self, ctx: LlamaContext, requests: Sequence[DecodeRequest]) -> list[np.ndarray]:
+        """Feed every prompt; the logits after each prompt's last token."""
+        pieces = [prompt_pieces(request) for request in requests]
+        last_logits: list[np.ndarray | None] = [None] * len(requests)
+        for round_index in range(max(len(p) for p in pieces)):
+            # Text rows and embedding rows of this round go in separate batches.
+            for want_audio in (False, True):
+                rows = [
+                    (seq, piece, offset)
+                    for seq, seq_pieces in enumerate(pieces)
+                    if round_index < len(seq_pieces)
+                    and ((piece := seq_pieces[round_index]).embeddings is not None) == want_audio
+                    for offset in range(len(piece))
+                ]
+                for first in range(0, len(rows), ctx.settings.n_batch):
+                    part = rows[first : first + ctx.settings.n_batch]
+                    is_last = [
+                        round_index == len(pieces[seq]) - 1 and offset == len(piece) - 1
+                        for seq, piece, offset in part
+                    ]
+                    positions = [piece.start + offset for _, piece, offset in part]
+                    seqs = [seq for seq, _, _ in part]
+                    if want_audio:
+                        logits = ctx.decode(
+                            seqs,
+                            positions,
+                            is_last,
+                            embeddings=np.stack([p.embeddings[o] for _, p, o in part]),
+                        )
+                    else:
+                        logits = ctx.decode(
+                            seqs,
+                            positions,
+                            is_last,
+                            token_ids=[int(p.token_ids[o]) for _, p, o in part],
+                        )
+                    for row, values in logits.items():
+                        last_logits[seqs[row]] = values
+        return last_logits  # type: ignore[return-value]
+
+    def generate(
+        self,
+        requests: Sequence[DecodeRequest],
+        sampling: Sampling = GREEDY,
+        should_stop: StopCheck | None = None,
+        on_token: TokenCallback | None = None,
+    ) -> list[Generation]:
+        if not requests:
+            return []
+        needed = sum(len(r.prompt_ids) + r.max_new_tokens for r in requests)
+        ctx = self._context_for(len(requests), needed)
+        rng = np.random.default_rng(sampling.seed)
+
+        started = time.perf_counter()
+        logits = self._prefill(ctx, requests)
+        self.times.prefill_s += time.perf_counter() - started
+        self.times.prefill_tokens += sum(len(r.prompt_ids) for r in requests)
+
+        started = time.perf_counter()
+        results = [Generation([], "length") for _ in requests]
+        positions = [len(r.prompt_ids) for r in requests]
+        active = [seq for seq, r in enumerate(requests) if r.max_new_tokens > 0]
+        while active:
+            chosen = choose_tokens(np.stack([logits[seq] for seq in active]), sampling, rng)
+            still = []
+            for seq, token in zip(active, chosen.tolist(), strict=True):
+                result = results[seq]
+                if is_eos(token):
+                    result.finish = "eos"
+                    continue
+                result.tokens.append(token)
+                if on_token is not None:
+                    on_token(seq, token)
+                if should_stop is not None and should_stop(seq, result.tokens):
+                    result.finish = "stopped"
+                elif len(result.tokens) < requests[seq].max_new_tokens:
+                    still.append(seq)
+            for seq in set(active) - set(still):
+                ctx.forget(seq)
+            if not still:
+                break
+            tokens_in = [results[seq].tokens[-1] for seq in still]
+            step = ctx.decode(
+                still, [positions[seq] for seq in still], [True] * len(still), token_ids=tokens_in
+            )
+            for row, seq in enumerate(still):
+                logits[seq] = step[row]
+                positions[seq] += 1
+            active = still
+        self.times.generation_s += time.perf_counter() - started
+        self.times.generated_tokens += sum(len(r.tokens) for r in results)
+        return results
+
+    def close(self) -> None:
+        if self._context is not None:
+            self._context.close()
+            self._context = None
+        self.decoder.close()

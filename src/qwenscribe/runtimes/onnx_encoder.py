@@ -1,0 +1,62 @@
+"""The audio encoder on ONNX Runtime: the two graphs `qwenscribe convert` writes.
+
+The front end runs on 1-s mel chunks in small batches (memory stays bounded whatever the chunk
+length), the padded positions of the last partial chunk are dropped here in numpy, and the
+back end runs once on the concatenated tokens (its 8-s attention windows are inside the graph).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from qwenscribe.audio.mel import pad_to_chunks
+from qwenscribe.convert.onnx_encoder import backend_filename, frontend_filename
+from qwenscribe.errors import ModelError
+from qwenscribe.model.architecture import audio_token_count
+
+FRONTEND_BATCH = 32  # 1-s chunks per front-end call: ~32 x 13 x d floats out, a few MB
+
+
+class OnnxAudioEncoder:
+    def __init__(self, folder: Path, precision: str, provider: str, threads: int) -> None:
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # errors only: ORT's warnings are not the user's business
+        self.sessions = []
+        for filename in (frontend_filename(precision), backend_filename(precision)):
+            try:
+                self.sessions.append(
+                    onnxruntime.InferenceSession(
+                        str(folder / filename), options, providers=[provider]
+                    )
+                )
+            except Exception as error:  # onnxruntime raises its own Fail/InvalidGraph types
+                raise ModelError(
+                    f"ONNX Runtime cannot load {folder / filename} ({error}).",
+                    "Convert the model again.",
+                ) from error
+        self.frontend, self.backend = self.sessions
+        self.seconds = 0.0
+
+    def encode(self, mel: np.ndarray) -> np.ndarray:
+        """Audio embeddings [tokens, hidden] of one log-mel [128, frames]."""
+        started = time.perf_counter()
+        frames = mel.shape[1]
+        chunks = pad_to_chunks(mel)
+        pieces = [
+            self.frontend.run(None, {"mel_chunks": chunks[i : i + FRONTEND_BATCH]})[0]
+            for i in range(0, len(chunks), FRONTEND_BATCH)
+        ]
+        per_chunk = np.concatenate(pieces, axis=0)  # [chunks, 13, d]
+        tokens = per_chunk.reshape(-1, per_chunk.shape[-1])
+        # The last chunk's padded frames produced positions the reference drops.
+        tokens = tokens[: audio_token_count(frames)]
+        embeddings = self.backend.run(None, {"audio_tokens": tokens})[0]
+        self.seconds += time.perf_counter() - started
+        return embeddings

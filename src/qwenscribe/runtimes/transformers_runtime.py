@@ -1,0 +1,223 @@
+"""The transformers runtime: the native Qwen3-ASR classes, on CPU or GPU, batched.
+
+It receives the same prompts and mel features as the hybrid runtime (the engine builds them), so
+prompts, chunking, parsing and guards are shared; only the model underneath differs. Loading
+either checkpoint layout: the hf layout directly, the original one through the project's config
+translation and tensor renames (transformers' `key_mapping`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from qwenscribe.audio.mel import pad_to_chunks
+from qwenscribe.errors import DeviceError, ModelError, QwenScribeError
+from qwenscribe.model.layout import (
+    detect_layout,
+    hf_config_from_original,
+    hf_key_mapping,
+    read_config,
+)
+from qwenscribe.model.tokens import AUDIO_PAD_ID, ENDOFTEXT_ID, EOS_IDS
+from qwenscribe.runtimes.base import (
+    GREEDY,
+    DecodeRequest,
+    FinishReason,
+    Generation,
+    RuntimeTimes,
+    Sampling,
+    StopCheck,
+    TokenCallback,
+)
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclass(frozen=True)
+class TransformersSettings:
+    folder: Path  # a checkpoint in either layout
+    device: str = "cpu"  # "cpu", "cuda", "cuda:1", "mps", ...
+    dtype: str = "float32"
+    attn_implementation: str | None = None  # "sdpa", "eager", "flash_attention_2", ...
+    threads: int | None = None
+
+
+def _import_torch():
+    try:
+        import torch
+        import transformers
+    except ImportError as error:
+        raise QwenScribeError(
+            "The transformers runtime needs torch and transformers, which are not installed.",
+            "Install them (pip install 'qwenscribe[torch]') or use runtime 'hybrid'.",
+        ) from error
+    return torch, transformers
+
+
+def _check_device(torch, device: str) -> None:
+    kind = device.split(":", 1)[0]
+    available = {
+        "cpu": True,
+        "cuda": torch.cuda.is_available(),
+        "mps": hasattr(torch.backends, "mps") and torch.backends.mps.is_available(),
+    }
+    if kind not in available:
+        raise DeviceError(f"Unknown torch device {device!r}.", "Use 'cpu', 'cuda' or 'mps'.")
+    if not available[kind]:
+        raise DeviceError(
+            f"torch cannot use {device!r} on this machine (no such device, or a torch build "
+            "without its support).",
+            "Install a torch build for it, or use device 'cpu'.",
+        )
+
+
+class _Watcher:
+    """A stopping criterion that enforces per-row budgets and the engine's checks.
+
+    transformers calls it after every step with all tokens so far; it reports each row's new
+    token, and returns per row whether that row is done.
+    """
+
+    def __init__(self, torch, requests, prompt_length, should_stop, on_token) -> None:
+        self.torch = torch
+        self.limits = [r.max_new_tokens for r in requests]
+        self.prompt_length = prompt_length
+        self.should_stop, self.on_token = should_stop, on_token
+        self.tokens: list[list[int]] = [[] for _ in requests]
+        self.finish: list[FinishReason | None] = [None] * len(requests)
+
+    def __call__(self, input_ids, scores, **kwargs):
+        done = []
+        for row, ids in enumerate(input_ids.tolist()):
+            if self.finish[row] is None:
+                token = ids[-1]
+                if token in EOS_IDS:
+                    self.finish[row] = "eos"
+                else:
+                    self.tokens[row].append(token)
+                    if self.on_token is not None:
+                        self.on_token(row, token)
+                    if self.should_stop is not None and self.should_stop(row, self.tokens[row]):
+                        self.finish[row] = "stopped"
+                    elif len(self.tokens[row]) >= self.limits[row]:
+                        self.finish[row] = "length"
+            done.append(self.finish[row] is not None)
+        return self.torch.tensor(done, device=input_ids.device)
+
+
+class TransformersRuntime:
+    name = "transformers"
+
+    def __init__(self, settings: TransformersSettings) -> None:
+        torch, transformers = _import_torch()
+        self.torch = torch
+        _check_device(torch, settings.device)
+        if settings.dtype not in DTYPES:
+            raise QwenScribeError(
+                f"Unknown dtype {settings.dtype!r}.", f"Use one of: {', '.join(DTYPES)}."
+            )
+        if settings.threads:
+            torch.set_num_threads(settings.threads)
+        self.settings = settings
+        self.device = torch.device(settings.device)
+        self.dtype = getattr(torch, settings.dtype)
+        self.model = self._load(transformers, settings)
+        self.hidden_size = self.model.config.text_config.hidden_size
+        self.times = RuntimeTimes()
+
+    def _load(self, transformers, settings: TransformersSettings):
+        config = read_config(settings.folder)
+        options = {"dtype": self.dtype}
+        if settings.attn_implementation:
+            options["attn_implementation"] = settings.attn_implementation
+        cls = transformers.Qwen3ASRForConditionalGeneration
+        try:
+            if detect_layout(config) == "original":
+                options["config"] = transformers.Qwen3ASRConfig(**hf_config_from_original(config))
+                options["key_mapping"] = hf_key_mapping("asr")
+            model = cls.from_pretrained(settings.folder, **options)
+        except (OSError, ValueError, ImportError) as error:
+            raise ModelError(
+                f"transformers cannot load the model in {settings.folder} ({error}).",
+                "Check the checkpoint files, or the attention implementation asked for.",
+            ) from error
+        return model.to(self.device).eval()
+
+    def encode(self, mel: np.ndarray) -> np.ndarray:
+        torch = self.torch
+        started = time.perf_counter()
+        frames = mel.shape[1]
+        # The native encoder takes whole 1-s chunks of mel and a mask of the real frames.
+        padded = pad_to_chunks(mel).transpose(1, 0, 2).reshape(mel.shape[0], -1)
+        mask = np.zeros((1, padded.shape[1]), dtype=np.int64)
+        mask[0, :frames] = 1
+        with torch.inference_mode():
+            features = torch.from_numpy(np.ascontiguousarray(padded))[None].to(
+                self.device, self.dtype
+            )
+            output = self.model.get_audio_features(features, torch.from_numpy(mask).to(self.device))
+            embeddings = output.pooler_output.float().cpu().numpy()
+        self.times.encoder_s += time.perf_counter() - started
+        return embeddings
+
+    def _inputs(self, requests: Sequence[DecodeRequest]):
+        """Left-padded prompt embeddings with the audio rows in place, and the attention mask."""
+        torch = self.torch
+        embed = self.model.get_input_embeddings()
+        width = max(len(r.prompt_ids) for r in requests)
+        rows, masks = [], []
+        for request in requests:
+            ids = torch.as_tensor(np.asarray(request.prompt_ids), device=self.device)
+            row = embed(ids)
+            audio_rows = ids == AUDIO_PAD_ID
+            row[audio_rows] = torch.from_numpy(request.audio).to(self.device, row.dtype)
+            pad = width - len(ids)
+            rows.append(torch.cat([row.new_zeros(pad, row.shape[-1]), row]))
+            masks.append(torch.cat([torch.zeros(pad), torch.ones(len(ids))]))
+        return torch.stack(rows), torch.stack(masks).to(self.device, torch.long)
+
+    def generate(
+        self,
+        requests: Sequence[DecodeRequest],
+        sampling: Sampling = GREEDY,
+        should_stop: StopCheck | None = None,
+        on_token: TokenCallback | None = None,
+    ) -> list[Generation]:
+        if not requests:
+            return []
+        torch = self.torch
+        watcher = _Watcher(torch, requests, None, should_stop, on_token)
+        sample = sampling.temperature > 0
+        started = time.perf_counter()
+        with torch.inference_mode():
+            embeds, mask = self._inputs(requests)
+            if sample:
+                torch.manual_seed(sampling.seed)
+            self.model.generate(
+                inputs_embeds=embeds,
+                attention_mask=mask,
+                max_new_tokens=max(1, max(r.max_new_tokens for r in requests)),
+                do_sample=sample,
+                temperature=sampling.temperature if sample else None,
+                top_p=None,
+                top_k=None,
+                eos_token_id=list(EOS_IDS),
+                pad_token_id=ENDOFTEXT_ID,
+                stopping_criteria=[watcher],
+            )
+        # transformers does not separate prefill from generation; the split is not measured.
+        self.times.generation_s += time.perf_counter() - started
+        self.times.prefill_tokens += sum(len(r.prompt_ids) for r in requests)
+        self.times.generated_tokens += sum(len(t) for t in watcher.tokens)
+        return [
+            Generation(tokens, finish or "length")
+            for tokens, finish in zip(watcher.tokens, watcher.finish, strict=True)
+        ]
+
+    def close(self) -> None:
+        self.model = None

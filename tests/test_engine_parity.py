@@ -1,0 +1,163 @@
+"""The acceptance test of the engine: the hybrid runtime gives exactly transformers' tokens.
+
+For every chunk the engine decoded, the reference is transformers' own pipeline on that chunk's
+samples: `AutoProcessor.apply_transcription_request` (the official prompt and its own feature
+extractor) and `Qwen3ASRForConditionalGeneration.generate` (greedy) with the same token budget.
+The engine runs with the unquantized files (fp32 ONNX, f32 GGUF, f32 KV cache) and the
+repetition guard off, so what it returns is the raw greedy decoding.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoProcessor, Qwen3ASRForConditionalGeneration
+
+from qwenscribe import ASREngineConfig, QwenASREngine
+from qwenscribe.audio.decode import decode_audio
+from qwenscribe.convert.convert import ConvertOptions, convert
+
+pytestmark = pytest.mark.reference
+
+RATE = 16000
+EOS = {151645, 151643}  # REFERENCE.md
+
+
+@pytest.fixture(scope="module")
+def clips(data_dir) -> dict[str, np.ndarray]:
+    """3, 8, 12 and 70 s of speech with pauses, cut from the committed clips."""
+    pieces = [
+        decode_audio(data_dir / name) for name in ("en_speech.wav", "zh_speech.wav", "en_long.flac")
+    ]
+    speech = np.concatenate(pieces * 4)
+    assert len(speech) > 70 * RATE
+    return {f"{s}s": speech[: s * RATE] for s in (3, 8, 12, 70)}
+
+
+@pytest.fixture(scope="module")
+def converted(checkpoints, tmp_path_factory) -> dict[str, str]:
+    """Unquantized hybrid files from each checkpoint layout."""
+    root = tmp_path_factory.mktemp("converted")
+    return {
+        layout: str(
+            convert(
+                checkpoints[("asr", layout)],
+                root / layout,
+                ConvertOptions(encoder_precisions=("fp32",), decoder_quants=("f32",)),
+            ).folder
+        )
+        for layout in ("original", "hf")
+    }
+
+
+def exact_engine(model: str, **overrides) -> QwenASREngine:
+    config = ASREngineConfig(
+        model=model,
+        decoder_quant="f32",
+        encoder_precision="fp32",
+        exact_kv_cache=True,
+        flash_attention=False,
+        vad=False,
+        repetition_guard=False,
+        max_chunk_s=30.0,
+        parallel_sequences=4,
+        threads=2,
+    )
+    return QwenASREngine(config, **overrides)
+
+
+@pytest.fixture(scope="module")
+def reference(checkpoints):
+    folder = checkpoints[("asr", "hf")]
+    model = Qwen3ASRForConditionalGeneration.from_pretrained(folder, dtype=torch.float32).eval()
+    return AutoProcessor.from_pretrained(folder), model
+
+
+def reference_tokens(reference, samples, language, context, max_new_tokens) -> list[int]:
+    processor, model = reference
+    inputs = processor.apply_transcription_request(
+        audio=samples, language=language, prompt=context or None, sampling_rate=RATE
+    )
+    with torch.inference_mode():
+        output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+    tokens = output[0, inputs["input_ids"].shape[1] :].tolist()
+    return tokens[:-1] if tokens and tokens[-1] in EOS else tokens
+
+
+def assert_same_tokens(reference, samples, transcript, language, context) -> None:
+    assert transcript.chunks, "the engine decoded no chunk"
+    for record in transcript.chunks:
+        piece = samples[round(record.start * RATE) : round(record.end * RATE)]
+        expected = reference_tokens(reference, piece, language, context, record.max_new_tokens)
+        first_difference = next(
+            (i for i, (a, b) in enumerate(zip(record.tokens, expected, strict=False)) if a != b),
+            min(len(record.tokens), len(expected)),
+        )
+        assert record.tokens == expected, (
+            f"chunk {record.start:.2f}-{record.end:.2f} s: first difference at token "
+            f"{first_difference} of {len(record.tokens)} / {len(expected)}"
+        )
+
+
+PROMPTS = [
+    pytest.param(None, "", id="detect"),
+    pytest.param("English", "", id="forced-en"),
+    pytest.param(None, "Qwen3-ASR, ONNX Runtime, llama.cpp", id="context"),
+    pytest.param("zh", "热词：语音识别", id="forced-zh+context"),
+]
+
+
+@pytest.mark.parametrize("clip", ["3s", "8s", "12s", "70s"])
+def test_hybrid_tokens_equal_transformers_generate(clip, clips, converted, reference) -> None:
+    samples = clips[clip]
+    with exact_engine(converted["hf"]) as engine:
+        transcript = engine.transcribe((samples, RATE))
+    if clip == "70s":
+        assert len(transcript.chunks) == 3, "70 s at 30-s chunks is three chunks"
+    assert_same_tokens(reference, samples, transcript, None, "")
+
+
+@pytest.mark.parametrize(("language", "context"), PROMPTS)
+def test_forced_language_and_context(language, context, clips, converted, reference) -> None:
+    samples = clips["8s"]
+    with exact_engine(converted["original"]) as engine:
+        transcript = engine.transcribe((samples, RATE), language=language, context=context)
+    assert_same_tokens(reference, samples, transcript, language, context)
+
+
+def test_a_batch_of_files_as_parallel_sequences(clips, converted, reference) -> None:
+    """Chunks of four inputs share the parallel sequences of one llama.cpp context."""
+    names = ["3s", "12s", "8s"]
+    with exact_engine(converted["hf"], max_chunk_s=6.0, parallel_sequences=4) as engine:
+        transcripts = engine.transcribe_many([(clips[name], RATE) for name in names])
+    counts = [len(t.chunks) for t in transcripts]
+    assert counts[0] == 1
+    assert sum(counts) > 4  # more chunks than sequences: batches mix the inputs
+    for name, transcript in zip(names, transcripts, strict=True):
+        assert_same_tokens(reference, clips[name], transcript, None, "")
+
+
+def test_both_layouts_give_the_same_tokens(clips, converted) -> None:
+    results = []
+    for layout in ("original", "hf"):
+        with exact_engine(converted[layout]) as engine:
+            results.append([c.tokens for c in engine.transcribe((clips["12s"], RATE)).chunks])
+    assert results[0] == results[1]
+
+
+@pytest.mark.parametrize("layout", ["original", "hf"])
+def test_transformers_runtime_equals_the_reference(layout, checkpoints, clips, reference) -> None:
+    samples = clips["12s"]
+    config = ASREngineConfig(
+        model=str(checkpoints[("asr", layout)]),
+        runtime="transformers",
+        vad=False,
+        repetition_guard=False,
+        max_chunk_s=5.0,
+        parallel_sequences=3,
+    )
+    with QwenASREngine(config) as engine:
+        transcript = engine.transcribe((samples, RATE), language="en")
+    assert len(transcript.chunks) >= 3
+    assert_same_tokens(reference, samples, transcript, "en", "")
