@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Literal, Union
 
 import numpy as np
+from tokenizers import Tokenizer
 
 from qwenscribe.audio.decode import SAMPLE_RATE, decode_audio
 from qwenscribe.audio.mel import log_mel_spectrogram
@@ -204,6 +205,19 @@ class QwenASREngine:
         self.runtime = self._load_runtime()
         self.load_s = time.perf_counter() - started
         self._vad: SileroVAD | None = None
+
+    @classmethod
+    def from_runtime(
+        cls, runtime: Runtime, tokenizer: Tokenizer, config: ASREngineConfig | None = None
+    ) -> QwenASREngine:
+        """An engine over a runtime made elsewhere (tests, custom runtimes); `config.model`
+        and the runtime fields are then ignored."""
+        engine = cls.__new__(cls)
+        engine.config = config or ASREngineConfig()
+        engine.config.validate()
+        engine.runtime, engine.tokenizer = runtime, tokenizer
+        engine.model_folder, engine.load_s, engine._vad = None, 0.0, None
+        return engine
 
     def _load_runtime(self) -> Runtime:
         config = self.config
