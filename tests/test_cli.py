@@ -10,9 +10,10 @@ import pytest
 from typer.testing import CliRunner
 
 from qwenscribe import __version__
-from qwenscribe.cli import app, language_name
+from qwenscribe.cli import app
 from qwenscribe.errors import InputError, ModelError, ModelUnavailableError
 from qwenscribe.model import resolve
+from qwenscribe.model.prompt import language_name
 from qwenscribe.model.resolve import resolve_model
 
 runner = CliRunner()
@@ -68,27 +69,44 @@ def test_cached_hub_model_is_used_without_network(tmp_path, monkeypatch, checkpo
     assert calls == [True]
 
 
-def test_local_checkpoint_is_recognised(data_dir, checkpoints):
+def test_local_checkpoint_is_recognised(checkpoints):
     folder = checkpoints[("aligner", "hf")]
     resolved = resolve_model(str(folder))
     assert (resolved.kind, resolved.layout, resolved.path) == ("aligner", "hf", folder)
-    result = runner.invoke(
-        app,
-        [
-            "transcribe",
-            str(data_dir / "en_speech.wav"),
-            "--model",
-            str(checkpoints[("asr", "original")]),
-            "-l",
-            "en",
-        ],
-        env={"COLUMNS": "300"},
-    )
-    assert "asr, original layout" in result.output
+
+
+def test_transcribe_prints_the_text_of_each_file(data_dir, checkpoints, tmp_path):
+    """A checkpoint is converted once into the cache, then each file's text goes to stdout."""
+    args = [
+        "transcribe",
+        str(data_dir / "en_speech.wav"),
+        str(data_dir / "video_with_audio.mp4"),
+        "--model",
+        str(checkpoints[("asr", "original")]),
+        "-l",
+        "en",
+        "--threads",
+        "2",
+    ]
+    env = {"COLUMNS": "300", "QWENSCRIBE_HOME": str(tmp_path)}
+    result = runner.invoke(app, args, env=env)
+    assert result.exit_code == 0, result.output
     assert "English" in result.output
-    # The engine arrives in a later version: until then a clear message, not a crash.
-    assert result.exit_code == 5
-    assert "cannot transcribe yet" in result.output
+    assert "en_speech.wav: 5.8 s of audio" in result.output
+    assert "video_with_audio.mp4: 3.2 s of audio" in result.output
+    assert len(list((tmp_path / "models").iterdir())) == 1  # the conversion, made once
+
+
+def test_transcribe_refuses_an_aligner_as_the_model(data_dir, checkpoints, tmp_path):
+    args = [
+        "transcribe",
+        str(data_dir / "en_speech.wav"),
+        "-m",
+        str(checkpoints[("aligner", "hf")]),
+    ]
+    result = runner.invoke(app, args, env={"QWENSCRIBE_HOME": str(tmp_path), "COLUMNS": "300"})
+    assert result.exit_code == 3
+    assert "forced aligner, not a speech recognizer" in result.output
     assert "Traceback" not in result.output
 
 

@@ -17,9 +17,9 @@ from rich.console import Console
 from rich.table import Table
 
 from qwenscribe import __version__
-from qwenscribe.errors import InputError, NotImplementedYetError, QwenScribeError
+from qwenscribe.errors import InputError, QwenScribeError
 from qwenscribe.model.prompt import language_name
-from qwenscribe.model.resolve import DEFAULT_MODEL, resolve_model
+from qwenscribe.model.resolve import DEFAULT_MODEL
 from qwenscribe.paths import qwenscribe_home
 
 app = typer.Typer(
@@ -89,11 +89,13 @@ def _check_inputs(inputs: list[Path]) -> list[Path]:
 @app.command()
 @friendly_errors
 def transcribe(
-    inputs: Annotated[list[Path], typer.Argument(help="Audio or video files, or folders.")],
+    inputs: Annotated[list[Path], typer.Argument(help="Audio or video files.")],
     model: Annotated[
         str,
         typer.Option(
-            "--model", "-m", help=("0.6b, 1.7b, a Hugging Face id, or a local checkpoint folder.")
+            "--model",
+            "-m",
+            help="0.6b, 1.7b, a Hugging Face id, a checkpoint folder or a converted folder.",
         ),
     ] = DEFAULT_MODEL,
     language: Annotated[
@@ -101,33 +103,82 @@ def transcribe(
         typer.Option(
             "--language",
             "-l",
-            help=("Force the language (name or code, e.g. English or en); default: detect."),
+            help="Force the language (name or code, e.g. English or en); default: detect.",
         ),
     ] = None,
-    output_dir: Annotated[
-        Path | None,
+    context: Annotated[
+        str,
+        typer.Option("--context", "-c", help="Background text or hotwords for the model."),
+    ] = "",
+    runtime: Annotated[
+        str, typer.Option("--runtime", help="hybrid (ONNX Runtime + llama.cpp) or transformers.")
+    ] = "hybrid",
+    device: Annotated[
+        str,
         typer.Option(
-            "--output-dir", "-o", help=("Where to write subtitles; default: beside each input.")
+            "--device", help="hybrid: cpu, cuda, directml, coreml; transformers: cpu, cuda, mps."
         ),
+    ] = "cpu",
+    threads: Annotated[
+        int | None, typer.Option("--threads", "-t", help="CPU threads; default: all cores.")
     ] = None,
+    decoder_quant: Annotated[
+        str, typer.Option("--decoder-quant", "-q", help="Decoder GGUF quantization (hybrid).")
+    ] = "q8_0",
+    encoder_precision: Annotated[
+        str, typer.Option("--encoder-precision", "-e", help="Encoder ONNX precision (hybrid).")
+    ] = "int8",
+    vad: Annotated[
+        bool, typer.Option("--vad/--no-vad", help="Skip non-speech with Silero VAD.")
+    ] = True,
+    max_chunk: Annotated[
+        float, typer.Option("--max-chunk", help="Longest chunk decoded at once, in seconds.")
+    ] = 30.0,
+    parallel: Annotated[
+        int, typer.Option("--parallel", help="Chunks decoded together as parallel sequences.")
+    ] = 4,
 ) -> None:
-    """Transcribe audio and video files into subtitles."""
+    """Transcribe audio and video files; the text goes to stdout, one block per file.
+
+    (Subtitle files and folders of inputs come with the subtitle writers.)
+    """
+    from qwenscribe.core.engine import ASREngineConfig, QwenASREngine
+
     _check_inputs(inputs)
     forced_language = language_name(language) if language else None
-    resolved = resolve_model(model)
+    config = ASREngineConfig(
+        model=model,
+        runtime=runtime,  # type: ignore[arg-type]
+        device=device,
+        threads=threads,
+        decoder_quant=decoder_quant,
+        encoder_precision=encoder_precision,
+        vad=vad,
+        max_chunk_s=max_chunk,
+        parallel_sequences=parallel,
+    )
     table = Table(title="qwenscribe", show_header=False)
     table.add_row("inputs", ", ".join(str(path) for path in inputs))
-    table.add_row("model", f"{resolved.source} ({resolved.kind}, {resolved.layout} layout)")
-    table.add_row("model folder", str(resolved.path))
+    table.add_row("model", model)
+    table.add_row("runtime", f"{runtime} on {device}")
+    if runtime == "hybrid":
+        table.add_row("precision", f"encoder {encoder_precision}, decoder {decoder_quant}")
     table.add_row("language", forced_language or "detect")
-    table.add_row("output", str(output_dir) if output_dir else "beside each input")
     table.add_row("cache", str(qwenscribe_home()))
     stderr.print(table)
-    raise NotImplementedYetError(
-        f"qwenscribe {__version__} cannot transcribe yet: the model was found and checked, "
-        "but the transcription engine is not part of this version.",
-        "Use a later version of qwenscribe; this one can check inputs and find models.",
-    )
+    with stderr.status("loading the model ..."):
+        engine = QwenASREngine(config)
+    with engine:
+        for path in inputs:
+            with stderr.status(f"transcribing {path} ..."):
+                result = engine.transcribe(path, language=forced_language, context=context)
+            stdout.print(result.text, soft_wrap=True, markup=False, highlight=False)
+            stats = result.stats
+            stderr.print(
+                f"{path}: {stats.audio_s:.1f} s of audio in {stats.wall_s:.1f} s "
+                f"(real-time factor {stats.real_time_factor or 0:.3f}), "
+                f"language {result.language or 'none'}"
+            )
 
 
 @app.command()

@@ -148,6 +148,7 @@ class _Input:
     samples: np.ndarray
     chunks: list[Chunk]
     stats: Stats
+    offset_s: float = 0.0  # where the decoded window starts in the file (start=)
     segments: dict[int, Segment | None] = field(default_factory=dict)
     records: dict[int, ChunkRecord] = field(default_factory=dict)
     history: tuple[Exchange, np.ndarray] | None = None  # memory mode: the previous chunk
@@ -420,7 +421,7 @@ class QwenASREngine:
         chunks = [chunk for chunk in chunks if audio_token_count(chunk.num_samples // 160) > 0]
         stats.chunks = len(chunks)
         log.info("%s: %.1f s of audio, %d chunks", _describe(audio), stats.audio_s, len(chunks))
-        return _Input(index, _describe(audio), samples, chunks, stats)
+        return _Input(index, _describe(audio), samples, chunks, stats, offset_s=start)
 
     # -- one batch of chunks ------------
 
@@ -531,8 +532,8 @@ class QwenASREngine:
         segment = None
         if parsed.text:
             segment = Segment(
-                start=job.chunk.start_s,
-                end=job.chunk.end_s,
+                start=job.owner.offset_s + job.chunk.start_s,
+                end=job.owner.offset_s + job.chunk.end_s,
                 text=parsed.text,
                 language=parsed.language,
                 tokens=list(generation.tokens),
@@ -543,8 +544,8 @@ class QwenASREngine:
         owner = job.owner
         owner.segments[job.index] = segment
         owner.records[job.index] = ChunkRecord(
-            start=job.chunk.start_s,
-            end=job.chunk.end_s,
+            start=owner.offset_s + job.chunk.start_s,
+            end=owner.offset_s + job.chunk.end_s,
             tokens=list(generation.tokens),
             finish=generation.finish,
             temperature=temperature,
