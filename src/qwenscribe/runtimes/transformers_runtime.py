@@ -90,8 +90,11 @@ class _Watcher:
         self.should_stop, self.on_token = should_stop, on_token
         self.tokens: list[list[int]] = [[] for _ in requests]
         self.finish: list[FinishReason | None] = [None] * len(requests)
+        self.first_token_at: float | None = None  # the end of the prefill
 
     def __call__(self, input_ids, scores, **kwargs):
+        if self.first_token_at is None:
+            self.first_token_at = time.perf_counter()
         done = []
         for row, ids in enumerate(input_ids.tolist()):
             if self.finish[row] is None:
@@ -210,8 +213,10 @@ class TransformersRuntime:
                 pad_token_id=ENDOFTEXT_ID,
                 stopping_criteria=[watcher],
             )
-        # transformers does not separate prefill from generation; the split is not measured.
-        self.times.generation_s += time.perf_counter() - started
+        # The first stopping-criteria call comes right after the prefill's token.
+        prefill_end = watcher.first_token_at or time.perf_counter()
+        self.times.prefill_s += prefill_end - started
+        self.times.generation_s += time.perf_counter() - prefill_end
         self.times.prefill_tokens += sum(len(r.prompt_ids) for r in requests)
         self.times.generated_tokens += sum(len(t) for t in watcher.tokens)
         return [
