@@ -514,8 +514,8 @@ class QwenASREngine:
             log.warning(
                 "%s: the chunk at %.1f-%.1f s %s even at temperature %.1f; its text may be cut",
                 job.owner.name,
-                job.chunk.start_s,
-                job.chunk.end_s,
+                job.owner.offset_s + job.chunk.start_s,
+                job.owner.offset_s + job.chunk.end_s,
                 "looped" if generation.finish == "stopped" else "ran out of tokens",
                 self.config.fallback_temperatures[-1] if self.config.fallback_temperatures else 0,
             )
@@ -523,8 +523,8 @@ class QwenASREngine:
             log.warning(
                 "%s: the chunk at %.1f-%.1f s reached its budget of %d tokens; its text may be cut",
                 job.owner.name,
-                job.chunk.start_s,
-                job.chunk.end_s,
+                job.owner.offset_s + job.chunk.start_s,
+                job.owner.offset_s + job.chunk.end_s,
                 job.request.max_new_tokens,
             )
         answer = job.prefix + self.tokenizer.decode(tokens, skip_special_tokens=True)

@@ -116,4 +116,11 @@ def resolve_model(model: str) -> ResolvedModel:
             f"Pass one of {known}, a Hugging Face id such as "
             f"{KNOWN_MODELS[DEFAULT_MODEL]}, or a checkpoint folder.",
         )
-    return inspect_checkpoint(_download(repo_id), source=repo_id)
+    try:
+        return inspect_checkpoint(_download(repo_id), source=repo_id)
+    except ModelUnavailableError as error:
+        if repo_id == model and not model.startswith(("./", "../", "~", "/")):
+            # "models/qwen" reads as a hub id too: say it is not a local folder either.
+            first, rest = error.message[0].lower(), error.message[1:]
+            error.message = f"There is no folder {model!r} here, and {first}{rest}"
+        raise

@@ -193,7 +193,13 @@ class HybridRuntime:
         positions = [len(r.prompt_ids) for r in requests]
         active = [seq for seq, r in enumerate(requests) if r.max_new_tokens > 0]
         while active:
-            chosen = choose_tokens(np.stack([logits[seq] for seq in active]), sampling, rng)
+            scores = np.stack([logits[seq] for seq in active])
+            if np.isnan(scores).any():  # damaged weights: argmax picks garbage, sampling fails
+                raise ModelError(
+                    f"The decoder {self.decoder.path} produced NaN scores: the file is damaged.",
+                    "Convert the model again.",
+                )
+            chosen = choose_tokens(scores, sampling, rng)
             still = []
             for seq, token in zip(active, chosen.tolist(), strict=True):
                 result = results[seq]

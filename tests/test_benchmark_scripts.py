@@ -1,0 +1,116 @@
+"""The benchmark scripts run: each in its --quick mode, in a child process, as a person runs them.
+
+They print figures and are not tests of speed; what is checked is that they finish, and that the
+JSON they write holds what they promise with values that make sense (shares in [0, 1], the
+reference's second run agreeing with the first exactly, memory mode prefilling more).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCHMARKS = ROOT / "benchmarks"
+
+pytestmark = pytest.mark.slow
+
+
+def run_quick(script: str, out: Path) -> tuple[dict[str, Any], str]:
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        check=False,
+    )
+    assert done.returncode == 0, f"{script} failed:\n{done.stdout}\n{done.stderr}"
+    return json.loads(out.read_text("utf-8")), done.stdout
+
+
+@pytest.fixture(scope="module")
+def quantization(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str]:
+    return run_quick("quantization_agreement.py", tmp_path_factory.mktemp("q") / "q.json")
+
+
+@pytest.fixture(scope="module")
+def memory(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str]:
+    return run_quick("memory_mode.py", tmp_path_factory.mktemp("m") / "m.json")
+
+
+def test_quantization_agreement_writes_shares_and_errors(quantization) -> None:
+    result, stdout = quantization
+    assert result["quick"] is True
+    reference = result["reference"]
+    chunks = len(reference["chunks"])
+    assert chunks >= 2
+    assert len(reference["tokens_per_chunk"]) == chunks
+    assert all(std > 0 for std in reference["first_position_logit_std"])
+    # Teacher forcing feeds the right tokens at the right positions: the reference's own
+    # greedy tokens are the argmax of its forced logits (near-ties aside).
+    assert reference["forced_argmax_equals_own_tokens"] >= 0.95
+    variants = result["variants"]
+    assert len(variants) == 2
+    for row in variants:
+        for share in (
+            row["tokens"]["identical_chunks"],
+            row["tokens"]["mean_common_prefix"],
+            row["tokens"]["positionwise"],
+            row["first_position_logits"]["top1_agreement"],
+            row["teacher_forced_logits"]["top1_agreement"],
+        ):
+            assert 0.0 <= share <= 1.0
+        logits = row["first_position_logits"]
+        assert 0.0 <= logits["mean_max_abs"] <= logits["max_abs"]
+        assert 0.0 <= logits["mean_relative"] <= logits["relative"]
+        forced = row["teacher_forced_logits"]
+        assert forced["positions"] == sum(reference["tokens_per_chunk"])
+        assert 0.0 <= forced["mean_max_abs"] <= forced["max_abs"]
+        assert row["decoder_mb"] > 0
+        assert row["encoder_mb"] > 0
+        assert row["name"] in stdout  # the table names every variant
+    again = next(row for row in variants if row["group"] == "reference")
+    assert (again["encoder_precision"], again["decoder_quant"]) == ("fp32", "f32")
+    assert again["tokens"] == {
+        "identical_chunks": 1.0,
+        "mean_common_prefix": 1.0,
+        "positionwise": 1.0,
+    }
+    assert again["first_position_logits"]["max_abs"] == 0.0
+    assert again["first_position_logits"]["top1_agreement"] == 1.0
+    assert again["teacher_forced_logits"]["max_abs"] == 0.0
+    quantized = next(row for row in variants if row["group"] != "reference")
+    assert quantized["first_position_logits"]["max_abs"] > 0.0  # q8_0 + int8 is not f32
+    assert quantized["teacher_forced_logits"]["max_abs"] > 0.0
+    assert quantized["decoder_mb"] < again["decoder_mb"]
+    assert quantized["decoder_matrix_types"] == {
+        "Q8_0": sum(again["decoder_matrix_types"].values())
+    }
+
+
+def test_memory_mode_writes_costs_of_each_mode(memory) -> None:
+    result, stdout = memory
+    assert result["quick"] is True
+    assert "Random weights cannot show" in result["note"]
+    assert result["note"] in stdout
+    runs = {row["mode"]: row for row in result["runs"]}
+    assert set(runs) == {"memory", "parallel 4", "parallel 1"}
+    for row in runs.values():
+        assert row["chunks"] >= 2
+        assert row["audio_s"] == pytest.approx(result["audio"]["seconds"])
+        assert 0 < row["generated_tokens"] <= row["token_budget"]
+        for seconds in ("wall_s", "encoder_s", "prefill_s", "generation_s"):
+            assert row[seconds] > 0
+        assert row["real_time_factor"] == pytest.approx(row["wall_s"] / row["audio_s"])
+        assert row["peak_rss_mb"] > 0
+    # Without memory the prompts do not depend on how many sequences run at once...
+    assert runs["parallel 4"]["prefill_tokens"] == runs["parallel 1"]["prefill_tokens"]
+    # ...with it, every chunk after the first also carries the previous chunk's audio and text.
+    assert runs["memory"]["prefill_tokens"] > runs["parallel 1"]["prefill_tokens"]
+    assert runs["parallel 4"]["wall_vs_parallel_4"] == 1.0
