@@ -122,5 +122,5 @@ def resolve_model(model: str) -> ResolvedModel:
         if repo_id == model and not model.startswith(("./", "../", "~", "/")):
             # "models/qwen" reads as a hub id too: say it is not a local folder either.
             first, rest = error.message[0].lower(), error.message[1:]
-            error.message = f"There is no folder {model!r} here, and {first}{rest}"
+            error.message = f"There is no folder {model!r} here, and qwenscribe {first}{rest}"
         raise
