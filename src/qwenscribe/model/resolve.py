@@ -119,8 +119,7 @@ def resolve_model(model: str) -> ResolvedModel:
     try:
         return inspect_checkpoint(_download(repo_id), source=repo_id)
     except ModelUnavailableError as error:
-        local_looking = not model.startswith(("./", "../", "~", "/"))
-        if repo_id == model and local_looking and error.message.startswith("Cannot"):
+        if repo_id == model and error.message.startswith("Cannot"):
             # "models/qwen" reads as a hub id too: say it is not a local folder either.
             first, rest = error.message[0].lower(), error.message[1:]
             error.message = f"There is no folder {model!r} here, and qwenscribe {first}{rest}"
