@@ -63,15 +63,21 @@ def test_quantization_agreement_writes_shares_and_errors(quantization) -> None:
             row["tokens"]["mean_common_prefix"],
             row["tokens"]["positionwise"],
             row["first_position_logits"]["top1_agreement"],
-            row["teacher_forced_logits"]["top1_agreement"],
+            row["teacher_forced_generated_positions"]["top1_agreement"],
+            row["teacher_forced_audio_positions"]["top1_agreement"],
         ):
             assert 0.0 <= share <= 1.0
         logits = row["first_position_logits"]
         assert 0.0 <= logits["mean_max_abs"] <= logits["max_abs"]
         assert 0.0 <= logits["mean_relative"] <= logits["relative"]
-        forced = row["teacher_forced_logits"]
-        assert forced["positions"] == sum(reference["tokens_per_chunk"])
-        assert 0.0 <= forced["mean_max_abs"] <= forced["max_abs"]
+        generated = row["teacher_forced_generated_positions"]
+        assert generated["positions"] == sum(reference["tokens_per_chunk"])
+        audio = row["teacher_forced_audio_positions"]
+        # 13 audio tokens per second of speech, give or take a chunk's partial last second.
+        assert abs(audio["positions"] - 13 * result["audio"]["seconds"]) <= 2 * chunks
+        for stats in (generated, audio):
+            assert 0.0 <= stats["mean_max_abs"] <= stats["max_abs"]
+            assert 0.0 <= stats["mean_relative"] <= stats["relative"]
         assert row["decoder_mb"] > 0
         assert row["encoder_mb"] > 0
         assert row["name"] in stdout  # the table names every variant
@@ -84,10 +90,11 @@ def test_quantization_agreement_writes_shares_and_errors(quantization) -> None:
     }
     assert again["first_position_logits"]["max_abs"] == 0.0
     assert again["first_position_logits"]["top1_agreement"] == 1.0
-    assert again["teacher_forced_logits"]["max_abs"] == 0.0
+    assert again["teacher_forced_generated_positions"]["max_abs"] == 0.0
+    assert again["teacher_forced_audio_positions"]["max_abs"] == 0.0
     quantized = next(row for row in variants if row["group"] != "reference")
     assert quantized["first_position_logits"]["max_abs"] > 0.0  # q8_0 + int8 is not f32
-    assert quantized["teacher_forced_logits"]["max_abs"] > 0.0
+    assert quantized["teacher_forced_audio_positions"]["max_abs"] > 0.0
     assert quantized["decoder_mb"] < again["decoder_mb"]
     assert quantized["decoder_matrix_types"] == {
         "Q8_0": sum(again["decoder_matrix_types"].values())

@@ -568,10 +568,26 @@ class QwenASREngine:
             source=owner.name,
             stats=owner.stats,
             chunks=[owner.records[i] for i in range(len(owner.chunks))],
+            model=self.config.model,
+            options=self._options(),
         )
         if emit is not None:
             emit(TranscriptReady(owner.index, transcript))
         return transcript
+
+    def _options(self) -> dict:
+        """The settings that shaped a transcript, as plain JSON-able values."""
+        config = self.config
+        return {
+            "runtime": self.runtime.name,
+            "decoder_quant": config.decoder_quant if config.runtime == "hybrid" else None,
+            "encoder_precision": config.encoder_precision if config.runtime == "hybrid" else None,
+            "dtype": config.dtype if config.runtime == "transformers" else None,
+            "vad": config.vad,
+            "max_chunk_s": config.max_chunk_s,
+            "memory": config.memory,
+            "repetition_guard": config.repetition_guard,
+        }
 
     def _share_times(self, inputs: list[_Input], before, wall_s: float) -> None:
         """Give each input its share of the runtime's time, by audio length."""

@@ -8,6 +8,16 @@ from qwenscribe.model.prompt import language_code
 
 
 @dataclass
+class Word:
+    """One aligned word on the input's timeline (seconds), punctuation attached as spoken text
+    shows it ("Hello," / "world.")."""
+
+    start: float
+    end: float
+    text: str
+
+
+@dataclass
 class Segment:
     """The text of one chunk, on the input's timeline (seconds)."""
 
@@ -19,6 +29,7 @@ class Segment:
     finish: str = "eos"  # eos, length (token budget reached) or stopped (loop guard)
     temperature: float = 0.0  # 0: greedy; > 0: the fallback that produced it
     truncated: bool = False  # ran out of budget or looped even after every fallback
+    words: list[Word] = field(default_factory=list)  # empty until the aligner has run
 
     @property
     def language_code(self) -> str | None:
@@ -83,6 +94,8 @@ class Transcript:
     source: str  # the input's name (a path, or "<bytes>", "<samples>")
     stats: Stats = field(default_factory=Stats)
     chunks: list[ChunkRecord] = field(default_factory=list)
+    model: str = ""  # what produced it (the model name or folder given)
+    options: dict = field(default_factory=dict)  # the settings that shaped it, for the record
 
     @property
     def text(self) -> str:
