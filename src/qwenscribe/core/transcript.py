@@ -102,6 +102,8 @@ class Transcript:
         """The segments' texts; CJK text joins without spaces, other scripts with one."""
         text = ""
         for segment in self.segments:
+            if not segment.text:
+                continue
             if text and not (_is_cjk(text[-1]) and _is_cjk(segment.text[0])):
                 text += " "
             text += segment.text
