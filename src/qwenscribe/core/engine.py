@@ -29,10 +29,11 @@ from tokenizers import Tokenizer
 from qwenscribe.audio.decode import SAMPLE_RATE, decode_audio
 from qwenscribe.audio.mel import log_mel_spectrogram
 from qwenscribe.audio.vad import SileroVAD, VADOptions
+from qwenscribe.core.align import MAX_ALIGNED_S, AlignerConfig, ForcedAligner, supports_language
 from qwenscribe.core.chunking import Chunk, plan_chunks
 from qwenscribe.core.models import checkpoint_files, hybrid_model_files
 from qwenscribe.core.repetition import repeating_tail
-from qwenscribe.core.transcript import ChunkRecord, Segment, Stats, Transcript, main_language
+from qwenscribe.core.transcript import ChunkRecord, Segment, Stats, Transcript, Word, main_language
 from qwenscribe.errors import InputError, QwenScribeError
 from qwenscribe.model.architecture import audio_token_count
 from qwenscribe.model.prompt import (
@@ -73,6 +74,11 @@ class ASREngineConfig:
     vad_options: VADOptions = field(default_factory=VADOptions)
     max_chunk_s: float = 30.0
     memory: bool = False  # carry the previous chunk's audio and text into the next prompt
+    # word timing (Qwen3-ForcedAligner, same runtime and device)
+    align: bool = False
+    aligner_model: str = "aligner"
+    aligner_quant: str = "q8_0"
+    aligner_encoder_precision: str = "int8"
     # decoding
     parallel_sequences: int = 4
     tokens_per_second: float = 10.0  # token budget per second of chunk audio...
@@ -94,6 +100,26 @@ class ASREngineConfig:
             raise InputError("tokens_per_second and min_new_tokens must be positive.")
         if self.threads is not None and self.threads < 1:
             raise InputError(f"threads must be 1 or more, not {self.threads}.")
+        if self.align and self.max_chunk_s > MAX_ALIGNED_S:
+            raise InputError(
+                f"With word timing, chunks can be at most {MAX_ALIGNED_S:.0f} s long (the "
+                f"aligner's reach), not {self.max_chunk_s:g} s.",
+                "Lower max_chunk_s.",
+            )
+
+    def aligner_config(self) -> AlignerConfig:
+        return AlignerConfig(
+            model=self.aligner_model,
+            runtime=self.runtime,
+            device=self.device,
+            threads=self.threads,
+            quant=self.aligner_quant,
+            encoder_precision=self.aligner_encoder_precision,
+            flash_attention=self.flash_attention,
+            exact_kv_cache=self.exact_kv_cache,
+            dtype=self.dtype,
+            attn_implementation=self.attn_implementation,
+        )
 
 
 # -- streaming events ------------
@@ -165,7 +191,8 @@ class _Job:
     embeddings: np.ndarray | None = None
 
 
-def _describe(audio: AudioInput) -> str:
+def describe_input(audio: AudioInput) -> str:
+    """How an input is named in transcripts and messages."""
     if isinstance(audio, (str, Path)):
         return str(audio)
     return "<bytes>" if isinstance(audio, bytes) else "<samples>"
@@ -179,6 +206,11 @@ def _peak_rss_mb() -> float | None:
         return None
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024
+
+
+def _own_seconds(stats: Stats) -> float:
+    """Time spent on one input alone (not shared with the inputs decoded beside it)."""
+    return stats.decode_s + stats.vad_s + stats.mel_s + stats.align_s
 
 
 def _trim_loop(tokens: list[int]) -> list[int]:
@@ -204,12 +236,20 @@ class QwenASREngine:
         self.config.validate()
         started = time.perf_counter()
         self.runtime = self._load_runtime()
+        self.aligner = (
+            ForcedAligner.load(self.config.aligner_config()) if self.config.align else None
+        )
         self.load_s = time.perf_counter() - started
         self._vad: SileroVAD | None = None
+        self._unaligned_languages: set[str | None] = set()
 
     @classmethod
     def from_runtime(
-        cls, runtime: Runtime, tokenizer: Tokenizer, config: ASREngineConfig | None = None
+        cls,
+        runtime: Runtime,
+        tokenizer: Tokenizer,
+        config: ASREngineConfig | None = None,
+        aligner: ForcedAligner | None = None,
     ) -> QwenASREngine:
         """An engine over a runtime made elsewhere (tests, custom runtimes); `config.model`
         and the runtime fields are then ignored."""
@@ -218,6 +258,7 @@ class QwenASREngine:
         engine.config.validate()
         engine.runtime, engine.tokenizer = runtime, tokenizer
         engine.model_folder, engine.load_s, engine._vad = None, 0.0, None
+        engine.aligner, engine._unaligned_languages = aligner, set()
         return engine
 
     def _load_runtime(self) -> Runtime:
@@ -346,6 +387,8 @@ class QwenASREngine:
 
     def close(self) -> None:
         self.runtime.close()
+        if self.aligner is not None:
+            self.aligner.close()
 
     def __enter__(self) -> QwenASREngine:
         return self
@@ -420,8 +463,10 @@ class QwenASREngine:
         # A chunk shorter than one mel frame carries no audio token.
         chunks = [chunk for chunk in chunks if audio_token_count(chunk.num_samples // 160) > 0]
         stats.chunks = len(chunks)
-        log.info("%s: %.1f s of audio, %d chunks", _describe(audio), stats.audio_s, len(chunks))
-        return _Input(index, _describe(audio), samples, chunks, stats, offset_s=start)
+        log.info(
+            "%s: %.1f s of audio, %d chunks", describe_input(audio), stats.audio_s, len(chunks)
+        )
+        return _Input(index, describe_input(audio), samples, chunks, stats, offset_s=start)
 
     # -- one batch of chunks ------------
 
@@ -542,6 +587,8 @@ class QwenASREngine:
                 truncated=failed or generation.finish == "length",
             )
         owner = job.owner
+        if segment is not None and self.aligner is not None:
+            segment.words = self._align(owner, job.chunk, segment)
         owner.segments[job.index] = segment
         owner.records[job.index] = ChunkRecord(
             start=owner.offset_s + job.chunk.start_s,
@@ -557,6 +604,26 @@ class QwenASREngine:
         job.request = None
         if emit is not None:
             emit(SegmentReady(owner.index, job.index, segment))
+
+    def _align(self, owner: _Input, chunk: Chunk, segment: Segment) -> list[Word]:
+        """Word times for a segment, or none when the aligner does not know its language."""
+        if not supports_language(segment.language):
+            if segment.language not in self._unaligned_languages:
+                self._unaligned_languages.add(segment.language)
+                log.warning(
+                    "the forced aligner does not support %s: its cues are timed from the chunks",
+                    segment.language or "text without a detected language",
+                )
+            return []
+        clock = time.perf_counter()
+        words = self.aligner.align(
+            owner.samples[chunk.start : chunk.end],
+            segment.text,
+            segment.language,
+            offset_s=owner.offset_s + chunk.start_s,
+        )
+        owner.stats.align_s += time.perf_counter() - clock
+        return words
 
     def _finish(self, owner: _Input, emit: Emit | None) -> Transcript:
         segments = [owner.segments[i] for i in range(len(owner.chunks))]
@@ -587,13 +654,17 @@ class QwenASREngine:
             "max_chunk_s": config.max_chunk_s,
             "memory": config.memory,
             "repetition_guard": config.repetition_guard,
+            "align": config.align,
+            "aligner_model": config.aligner_model if config.align else None,
         }
 
     def _share_times(self, inputs: list[_Input], before, wall_s: float) -> None:
         """Give each input its share of the runtime's time, by audio length."""
         now = self.runtime.times
         total_audio = sum(owner.stats.audio_s for owner in inputs) or 1.0
-        own = sum(o.stats.decode_s + o.stats.vad_s + o.stats.mel_s for o in inputs)
+        own = sum(
+            o.stats.decode_s + o.stats.vad_s + o.stats.mel_s + o.stats.align_s for o in inputs
+        )
         peak = _peak_rss_mb()
         for owner in inputs:
             share = owner.stats.audio_s / total_audio
@@ -603,8 +674,7 @@ class QwenASREngine:
             stats.generation_s = (now.generation_s - before.generation_s) * share
             stats.prefill_tokens = round((now.prefill_tokens - before.prefill_tokens) * share)
             stats.generated_tokens = round((now.generated_tokens - before.generated_tokens) * share)
-            own_s = stats.decode_s + stats.vad_s + stats.mel_s
-            stats.wall_s = own_s + (wall_s - own) * share
+            stats.wall_s = _own_seconds(stats) + (wall_s - own) * share
             stats.peak_rss_mb = peak
 
 

@@ -59,6 +59,7 @@ class Stats:
     encoder_s: float = 0.0
     prefill_s: float = 0.0
     generation_s: float = 0.0
+    align_s: float = 0.0  # the forced aligner (its encoder and scoring), when it ran
     wall_s: float = 0.0
     chunks: int = 0
     retries: int = 0
