@@ -15,7 +15,7 @@ from pathlib import Path
 from qwenscribe.audio.decode import audio_duration
 from qwenscribe.core.engine import AudioInput, QwenASREngine, describe_input
 from qwenscribe.core.transcript import Transcript
-from qwenscribe.errors import NoAudioError
+from qwenscribe.errors import NoAudioError, QwenScribeError
 from qwenscribe.subtitles.shaping import ShapingOptions
 from qwenscribe.subtitles.writers import normalize_format, write_subtitles
 
@@ -45,7 +45,7 @@ def transcribe_or_empty(
         )
     except NoAudioError as error:
         log.info("%s", error.message)
-        length = audio_duration(audio) if isinstance(audio, (str, Path)) else None
+        length = _duration_or_none(audio)
         return Transcript(
             segments=[],
             duration=length or 0.0,
@@ -53,6 +53,16 @@ def transcribe_or_empty(
             source=describe_input(audio),
             model=engine.config.model,
         )
+
+
+def _duration_or_none(audio: AudioInput) -> float | None:
+    """The container's stated length, if it has one (a video without sound still does)."""
+    if not isinstance(audio, (str, Path)):
+        return None
+    try:
+        return audio_duration(audio)
+    except QwenScribeError:
+        return None
 
 
 def write_outputs(

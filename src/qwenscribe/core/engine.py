@@ -447,6 +447,12 @@ class QwenASREngine:
     def _prepare(
         self, index: int, audio: AudioInput, start: float, duration: float | None
     ) -> _Input:
+        if not isinstance(audio, (str, Path, bytes, tuple)):
+            raise InputError(
+                f"Cannot transcribe a {type(audio).__name__}: pass a path, the bytes of a media "
+                "file, or (samples, sample_rate).",
+                "Wrap sample arrays as (samples, 16000) with their real rate.",
+            )
         stats = Stats()
         clock = time.perf_counter()
         samples = decode_audio(audio, start=start, duration=duration)

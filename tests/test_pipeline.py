@@ -1,0 +1,189 @@
+"""From media to subtitle files: word timing on the file's timeline, the timing invariants of
+words and cues across chunk boundaries, and valid empty subtitles for inputs without speech.
+
+The recogniser is scripted (a random model's text would not be words), so the transcripts are
+the fixtures' real sentences; the forced aligner is the real hybrid one on the tiny random
+aligner checkpoint, so its times are arbitrary but go through every real step (encoder, scoring,
+the official repair, offsets onto the timeline).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import pysubs2
+import pytest
+import srt
+import webvtt
+
+from qwenscribe.audio.decode import decode_audio
+from qwenscribe.core.align import AlignerConfig, ForcedAligner
+from qwenscribe.core.engine import ASREngineConfig, QwenASREngine
+from qwenscribe.model.tokenizer import load_tokenizer
+from qwenscribe.pipeline import SubtitleOptions, transcribe_to_files
+from qwenscribe.subtitles.shaping import shape_cues
+from qwenscribe.subtitles.transcript_json import read_json
+from qwenscribe.subtitles.writers import FORMATS
+from scripted_runtime import ScriptedRuntime
+
+RATE = 16000
+EOS = 151645
+
+
+@pytest.fixture(scope="module")
+def aligner(checkpoints, tmp_path_factory):
+    home = tmp_path_factory.mktemp("home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("QWENSCRIBE_HOME", str(home))
+        config = AlignerConfig(
+            model=str(checkpoints[("aligner", "hf")]), quant="f16", encoder_precision="fp32"
+        )
+        loaded = ForcedAligner.load(config)
+    yield loaded
+    loaded.close()
+
+
+@pytest.fixture(scope="module")
+def tokenizer(checkpoints):
+    return load_tokenizer(checkpoints[("asr", "hf")])
+
+
+def sentences_engine(tokenizer, aligner, sentences: list[str], **options) -> QwenASREngine:
+    """An engine whose recogniser answers chunk i with sentences[i % n] in English."""
+
+    def script(chunk: int, temperature: float) -> list[int]:
+        answer = f"language English<asr_text>{sentences[chunk % len(sentences)]}"
+        return [*tokenizer.encode(answer, add_special_tokens=False).ids, EOS]
+
+    config = ASREngineConfig(**{"vad": False, "threads": 1, **options})
+    return QwenASREngine.from_runtime(ScriptedRuntime(script), tokenizer, config, aligner)
+
+
+def test_words_and_cues_keep_the_timing_invariants(tokenizer, aligner, data_dir, fixture_facts):
+    """Words in order, inside their chunk and the file, none overlapping another (also across
+    chunk boundaries); cues in order with positive durations and gaps between them."""
+    facts = fixture_facts["en_long.flac"]
+    sentences = [piece["text"] for piece in facts["speech"]]
+    engine = sentences_engine(tokenizer, aligner, sentences, max_chunk_s=4.0)
+    transcript = engine.transcribe(data_dir / "en_long.flac")
+    assert len(transcript.segments) >= 3  # several chunks, so there are boundaries to cross
+    words = [word for segment in transcript.segments for word in segment.words]
+    assert len(words) >= 20
+    for segment in transcript.segments:
+        assert segment.words, "every English segment is aligned"
+        for word in segment.words:
+            assert segment.start - 1e-6 <= word.start <= word.end <= segment.end + 1e-6
+    for before, after in itertools.pairwise(words):
+        assert before.start <= after.start
+        assert before.end <= after.start + 1e-6, "words overlap"
+    assert words[0].start >= 0.0
+    assert words[-1].end <= facts["duration_s"] + 1e-6
+    # Punctuation is put back: the sentences' full stops end words.
+    assert sum(word.text.endswith(".") for word in words) >= len(transcript.segments)
+
+    cues = shape_cues(transcript)
+    assert cues
+    for cue in cues:
+        assert cue.end > cue.start
+        assert cue.start >= 0.0
+        assert cue.end <= facts["duration_s"] + 1e-6
+    for before, after in itertools.pairwise(cues):
+        assert before.end <= after.start
+    cue_words = [word for cue in cues for word in cue.words]
+    assert [w.text for w in cue_words] == [w.text for w in words]
+
+
+def test_a_file_becomes_every_subtitle_format(tokenizer, aligner, data_dir, tmp_path):
+    sentences = ["Speech recognition turns spoken words into written text."]
+    engine = sentences_engine(tokenizer, aligner, sentences)
+    outputs = {fmt: tmp_path / f"en_speech.{fmt}" for fmt in FORMATS}
+    transcript, written = transcribe_to_files(
+        engine, data_dir / "en_speech.wav", outputs, SubtitleOptions(karaoke=True)
+    )
+    assert sorted(written) == sorted(outputs.values())
+    parsed = pysubs2.load(str(outputs["srt"]))
+    assert " ".join(event.plaintext.replace("\n", " ") for event in parsed) == sentences[0]
+    assert len(list(srt.parse(outputs["srt"].read_text("utf-8")))) == len(parsed)
+    assert len(webvtt.read(str(outputs["vtt"]))) == len(parsed)
+    assert "\\k" in outputs["ass"].read_text("utf-8")
+    assert read_json(outputs["json"]) == transcript
+    assert outputs["txt"].read_text("utf-8").strip() == sentences[0]
+
+
+@pytest.mark.parametrize(
+    ("name", "answer"),
+    [
+        ("silence.wav", "unused: VAD finds no speech"),
+        ("video_no_audio.mp4", "unused: no audio track"),
+        ("en_speech.wav", "language None<asr_text>"),  # the model hears no speech
+    ],
+)
+def test_no_speech_gives_valid_empty_subtitles(
+    name, answer, tokenizer, aligner, data_dir, tmp_path
+):
+    engine = sentences_engine(tokenizer, aligner, [], vad=name == "silence.wav")
+
+    def script(chunk: int, temperature: float) -> list[int]:
+        return [*tokenizer.encode(answer, add_special_tokens=False).ids, EOS]
+
+    engine.runtime = ScriptedRuntime(script)
+    outputs = {fmt: tmp_path / f"out.{fmt}" for fmt in FORMATS}
+    transcript, _ = transcribe_to_files(engine, data_dir / name, outputs)
+    assert transcript.segments == []
+    assert transcript.language is None
+    assert outputs["srt"].read_text("utf-8") == ""
+    assert list(srt.parse("")) == []
+    assert len(pysubs2.load(str(outputs["srt"]), format_="srt")) == 0
+    assert len(webvtt.read(str(outputs["vtt"]))) == 0
+    assert len(pysubs2.load(str(outputs["ass"]), format_="ass")) == 0
+    assert json.loads(outputs["json"].read_text("utf-8"))["segments"] == []
+    assert outputs["txt"].read_text("utf-8").strip() == ""
+    assert all(line.startswith("[") for line in outputs["lrc"].read_text("utf-8").splitlines())
+
+
+def test_a_language_the_aligner_lacks_is_timed_from_chunks(tokenizer, aligner, data_dir, caplog):
+    """Arabic is recognised but not aligned: no words, a warning once, cues still written."""
+
+    def script(chunk: int, temperature: float) -> list[int]:
+        answer = "language Arabic<asr_text>مرحبا بالعالم"
+        return [*tokenizer.encode(answer, add_special_tokens=False).ids, EOS]
+
+    config = ASREngineConfig(vad=False, threads=1, max_chunk_s=4.0)
+    engine = QwenASREngine.from_runtime(ScriptedRuntime(script), tokenizer, config, aligner)
+    with caplog.at_level("WARNING"):
+        transcript = engine.transcribe(data_dir / "en_long.flac")
+    assert len(transcript.segments) >= 2
+    assert all(segment.words == [] for segment in transcript.segments)
+    assert sum("does not support Arabic" in r.message for r in caplog.records) == 1
+    cues = shape_cues(transcript)
+    assert cues
+    assert all(cue.end > cue.start for cue in cues)
+
+
+def test_the_engine_aligns_with_the_real_runtimes(checkpoints, data_dir, tmp_path, monkeypatch):
+    """End to end with models on both sides (random weights: only the structure is checked)."""
+    monkeypatch.setenv("QWENSCRIBE_HOME", str(tmp_path))
+    config = ASREngineConfig(
+        model=str(checkpoints[("asr", "hf")]),
+        align=True,
+        aligner_model=str(checkpoints[("aligner", "original")]),
+        vad=False,
+        threads=1,
+        repetition_guard=False,
+        tokens_per_second=2.0,
+    )
+    with QwenASREngine(config) as engine:
+        transcript = engine.transcribe(
+            (decode_audio(data_dir / "en_speech.wav"), RATE), language="en"
+        )
+    assert transcript.options["align"] is True
+    for segment in transcript.segments:
+        for word in segment.words:
+            assert segment.start <= word.start <= word.end <= segment.end
+    assert transcript.stats.align_s >= 0.0
+
+
+def test_chunks_longer_than_the_aligner_reaches_are_refused():
+    with pytest.raises(Exception, match="at most 400 s"):
+        ASREngineConfig(align=True, max_chunk_s=600).validate()
