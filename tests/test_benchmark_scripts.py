@@ -92,9 +92,11 @@ def test_quantization_agreement_writes_shares_and_errors(quantization) -> None:
     assert again["first_position_logits"]["top1_agreement"] == 1.0
     assert again["teacher_forced_generated_positions"]["max_abs"] == 0.0
     assert again["teacher_forced_audio_positions"]["max_abs"] == 0.0
+    assert again["encoder_output"] == {"relative_rms": 0.0, "max_relative": 0.0}
     quantized = next(row for row in variants if row["group"] != "reference")
     assert quantized["first_position_logits"]["max_abs"] > 0.0  # q8_0 + int8 is not f32
     assert quantized["teacher_forced_audio_positions"]["max_abs"] > 0.0
+    assert 0.0 < quantized["encoder_output"]["relative_rms"] < 1.0  # int8, not noise
     assert quantized["decoder_mb"] < again["decoder_mb"]
     assert quantized["decoder_matrix_types"] == {
         "Q8_0": sum(again["decoder_matrix_types"].values())
@@ -116,8 +118,29 @@ def test_memory_mode_writes_costs_of_each_mode(memory) -> None:
             assert row[seconds] > 0
         assert row["real_time_factor"] == pytest.approx(row["wall_s"] / row["audio_s"])
         assert row["peak_rss_mb"] > 0
+        assert row["rss_after_load_mb"] > 0
+        if row["peak_rss_transcribing_mb"] is not None:  # Linux
+            assert row["peak_rss_transcribing_mb"] >= row["rss_after_load_mb"] * 0.9
     # Without memory the prompts do not depend on how many sequences run at once...
     assert runs["parallel 4"]["prefill_tokens"] == runs["parallel 1"]["prefill_tokens"]
     # ...with it, every chunk after the first also carries the previous chunk's audio and text.
-    assert runs["memory"]["prefill_tokens"] > runs["parallel 1"]["prefill_tokens"]
+    memory_run = runs["memory"]
+    assert memory_run["carried_audio_tokens"] > 0
+    assert memory_run["carried_text_tokens"] > 0
+    assert memory_run["prefill_tokens"] == (
+        runs["parallel 1"]["prefill_tokens"]
+        + memory_run["carried_audio_tokens"]
+        + memory_run["carried_text_tokens"]
+    )
+    assert memory_run["carried_answers_generated_tokens"] < memory_run["generated_tokens"]
+    assert memory_run["prefill_tokens_if_real_text"] == (
+        memory_run["prefill_tokens"]
+        - memory_run["carried_text_tokens"]
+        + memory_run["carried_text_tokens_if_real_text"]
+    )
+    fewer = memory_run["carried_text_tokens_if_real_text"] <= memory_run["carried_text_tokens"]
+    estimate = memory_run["estimated_wall_s_if_real_text"]
+    assert 0 < estimate <= memory_run["wall_s"] if fewer else estimate > memory_run["wall_s"]
+    for name in ("parallel 4", "parallel 1"):
+        assert runs[name]["carried_audio_tokens"] == runs[name]["carried_text_tokens"] == 0
     assert runs["parallel 4"]["wall_vs_parallel_4"] == 1.0
