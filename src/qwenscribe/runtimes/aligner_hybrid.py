@@ -26,7 +26,7 @@ from qwenscribe.model.architecture import TIMESTAMP_CLASSES
 from qwenscribe.model.tokens import AUDIO_PAD_ID, TIMESTAMP_ID
 from qwenscribe.runtimes.base import RuntimeTimes
 from qwenscribe.runtimes.devices import check_llama_gpu_offload, onnx_provider
-from qwenscribe.runtimes.llama_decoder import ContextSettings, LlamaContext, LlamaModel, _llama
+from qwenscribe.runtimes.llama_decoder import ContextSettings, LlamaContext, LlamaModel, llama_api
 from qwenscribe.runtimes.onnx_encoder import OnnxAudioEncoder
 
 _CONTEXT_STEP = 1024  # contexts are sized up in steps, so a slightly longer input reuses one
@@ -49,7 +49,7 @@ def _quiet_llama_load() -> Iterator[None]:
     """Silence llama.cpp while it loads the scorer: it warns about the placeholder vocabulary
     (no newline token, no end-of-generation token), which is expected and not the user's
     business. Only CRITICAL silences warnings (see convert.gguf_decoder)."""
-    _llama()  # its first call sets the logger's level: it must come before ours
+    llama_api()  # its first call sets the logger's level: it must come before ours
     logger = logging.getLogger("llama-cpp-python")
     level = logger.level
     logger.setLevel(logging.CRITICAL)

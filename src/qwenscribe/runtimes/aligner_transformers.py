@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 
-from qwenscribe.audio.mel import pad_to_chunks
 from qwenscribe.errors import ModelError, QwenScribeError
 from qwenscribe.model.layout import (
     detect_kind,
@@ -25,7 +24,12 @@ from qwenscribe.model.layout import (
 )
 from qwenscribe.model.tokens import AUDIO_PAD_ID, TIMESTAMP_ID
 from qwenscribe.runtimes.base import RuntimeTimes
-from qwenscribe.runtimes.transformers_runtime import DTYPES, _check_device, _import_torch
+from qwenscribe.runtimes.transformers_runtime import (
+    DTYPES,
+    check_torch_device,
+    encode_with_audio_tower,
+    import_torch,
+)
 
 
 @dataclass(frozen=True)
@@ -41,9 +45,9 @@ class TransformersAligner:
     name = "transformers"
 
     def __init__(self, settings: TransformersAlignerSettings) -> None:
-        torch, transformers = _import_torch()
+        torch, transformers = import_torch()
         self.torch = torch
-        _check_device(torch, settings.device)
+        check_torch_device(torch, settings.device)
         if settings.dtype not in DTYPES:
             raise QwenScribeError(
                 f"Unknown dtype {settings.dtype!r}.", f"Use one of: {', '.join(DTYPES)}."
@@ -82,21 +86,10 @@ class TransformersAligner:
         return model.to(self.device).eval()
 
     def encode(self, mel: np.ndarray) -> np.ndarray:
-        torch = self.torch
         started = time.perf_counter()
-        frames = mel.shape[1]
-        # The native encoder takes whole 1-s chunks of mel and a mask of the real frames.
-        padded = pad_to_chunks(mel).transpose(1, 0, 2).reshape(mel.shape[0], -1)
-        mask = np.zeros((1, padded.shape[1]), dtype=np.int64)
-        mask[0, :frames] = 1
-        with torch.inference_mode():
-            features = torch.from_numpy(np.ascontiguousarray(padded))[None].to(
-                self.device, self.dtype
-            )
-            output = self.model.model.get_audio_features(
-                features, torch.from_numpy(mask).to(self.device)
-            )
-            embeddings = output.pooler_output.float().cpu().numpy()
+        embeddings = encode_with_audio_tower(
+            self.torch, self.model.model, mel, self.device, self.dtype
+        )
         self.times.encoder_s += time.perf_counter() - started
         return embeddings
 

@@ -21,7 +21,7 @@ from qwenscribe.errors import ModelError, QwenScribeError
 _BACKEND_READY = False
 
 
-def _llama():
+def llama_api():
     """Import llama_cpp once, with llama.cpp's own log routed below the user's attention."""
     global _BACKEND_READY
     import llama_cpp
@@ -48,7 +48,7 @@ class LlamaModel:
     """A loaded GGUF; contexts are made from it on demand (they are cheap, the weights are not)."""
 
     def __init__(self, path: Path, gpu_layers: int = 0) -> None:
-        llama_cpp = _llama()
+        llama_cpp = llama_api()
         params = llama_cpp.llama_model_default_params()
         params.n_gpu_layers = gpu_layers
         # The extra (AMX) buffer types crash on quantized models with multi-token batches on
@@ -69,13 +69,13 @@ class LlamaModel:
 
     def close(self) -> None:
         if self.model:
-            _llama().llama_model_free(self.model)
+            llama_api().llama_model_free(self.model)
             self.model = None
 
 
 class LlamaContext:
     def __init__(self, model: LlamaModel, settings: ContextSettings) -> None:
-        llama_cpp = _llama()
+        llama_cpp = llama_api()
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = settings.n_ctx
         params.n_batch = params.n_ubatch = settings.n_batch
@@ -101,12 +101,12 @@ class LlamaContext:
             )
 
     def clear(self) -> None:
-        llama_cpp = _llama()
+        llama_cpp = llama_api()
         llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self.ctx), True)
 
     def forget(self, seq: int) -> None:
         """Free a finished sequence's cells for the others."""
-        llama_cpp = _llama()
+        llama_cpp = llama_api()
         llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(self.ctx), seq, -1, -1)
 
     def decode(
@@ -118,7 +118,7 @@ class LlamaContext:
         embeddings: np.ndarray | None = None,
     ) -> dict[int, np.ndarray]:
         """Decode one batch (token ids or embedding rows); logits of the flagged rows by row."""
-        llama_cpp = _llama()
+        llama_cpp = llama_api()
         count = len(seqs)
         if count > self.settings.n_batch:
             raise ValueError(f"batch of {count} exceeds n_batch {self.settings.n_batch}")
@@ -156,5 +156,5 @@ class LlamaContext:
 
     def close(self) -> None:
         if self.ctx:
-            _llama().llama_free(self.ctx)
+            llama_api().llama_free(self.ctx)
             self.ctx = None

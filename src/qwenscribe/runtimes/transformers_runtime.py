@@ -47,7 +47,7 @@ class TransformersSettings:
     threads: int | None = None
 
 
-def _import_torch():
+def import_torch():
     try:
         import torch
         import transformers
@@ -59,7 +59,7 @@ def _import_torch():
     return torch, transformers
 
 
-def _check_device(torch, device: str) -> None:
+def check_torch_device(torch, device: str) -> None:
     kind = device.split(":", 1)[0]
     available = {
         "cpu": True,
@@ -74,6 +74,21 @@ def _check_device(torch, device: str) -> None:
             "without its support).",
             "Install a torch build for it, or use device 'cpu'.",
         )
+
+
+def encode_with_audio_tower(torch, model, mel: np.ndarray, device, dtype) -> np.ndarray:
+    """Audio embeddings [tokens, hidden] from a native Qwen3ASRModel's encoder + projector.
+
+    The native encoder takes whole 1-s chunks of mel and a mask of the real frames.
+    """
+    frames = mel.shape[1]
+    padded = pad_to_chunks(mel).transpose(1, 0, 2).reshape(mel.shape[0], -1)
+    mask = np.zeros((1, padded.shape[1]), dtype=np.int64)
+    mask[0, :frames] = 1
+    with torch.inference_mode():
+        features = torch.from_numpy(np.ascontiguousarray(padded))[None].to(device, dtype)
+        output = model.get_audio_features(features, torch.from_numpy(mask).to(device))
+        return output.pooler_output.float().cpu().numpy()
 
 
 class _Watcher:
@@ -117,9 +132,9 @@ class TransformersRuntime:
     name = "transformers"
 
     def __init__(self, settings: TransformersSettings) -> None:
-        torch, transformers = _import_torch()
+        torch, transformers = import_torch()
         self.torch = torch
-        _check_device(torch, settings.device)
+        check_torch_device(torch, settings.device)
         if settings.dtype not in DTYPES:
             raise QwenScribeError(
                 f"Unknown dtype {settings.dtype!r}.", f"Use one of: {', '.join(DTYPES)}."
@@ -152,19 +167,10 @@ class TransformersRuntime:
         return model.to(self.device).eval()
 
     def encode(self, mel: np.ndarray) -> np.ndarray:
-        torch = self.torch
         started = time.perf_counter()
-        frames = mel.shape[1]
-        # The native encoder takes whole 1-s chunks of mel and a mask of the real frames.
-        padded = pad_to_chunks(mel).transpose(1, 0, 2).reshape(mel.shape[0], -1)
-        mask = np.zeros((1, padded.shape[1]), dtype=np.int64)
-        mask[0, :frames] = 1
-        with torch.inference_mode():
-            features = torch.from_numpy(np.ascontiguousarray(padded))[None].to(
-                self.device, self.dtype
-            )
-            output = self.model.get_audio_features(features, torch.from_numpy(mask).to(self.device))
-            embeddings = output.pooler_output.float().cpu().numpy()
+        embeddings = encode_with_audio_tower(
+            self.torch, self.model.model, mel, self.device, self.dtype
+        )
         self.times.encoder_s += time.perf_counter() - started
         return embeddings
 
