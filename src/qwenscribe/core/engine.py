@@ -199,6 +199,17 @@ def describe_input(audio: AudioInput) -> str:
 
 
 def _peak_rss_mb() -> float | None:
+    """This process's peak resident memory in MB; None where the system does not say.
+
+    Linux's VmHWM first: ru_maxrss also counts the parent's memory carried across fork + exec.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     try:
         import resource
         import sys
