@@ -14,21 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from qwenscribe.errors import ModelError, QwenScribeError
-from qwenscribe.model.layout import (
-    detect_kind,
-    detect_layout,
-    hf_config_from_original,
-    hf_key_mapping,
-    read_config,
-)
 from qwenscribe.model.tokens import AUDIO_PAD_ID, TIMESTAMP_ID
 from qwenscribe.runtimes.base import RuntimeTimes
 from qwenscribe.runtimes.transformers_runtime import (
-    DTYPES,
-    check_torch_device,
     encode_with_audio_tower,
-    import_torch,
+    load_native_model,
 )
 
 
@@ -45,45 +35,19 @@ class TransformersAligner:
     name = "transformers"
 
     def __init__(self, settings: TransformersAlignerSettings) -> None:
-        torch, transformers = import_torch()
-        self.torch = torch
-        check_torch_device(torch, settings.device)
-        if settings.dtype not in DTYPES:
-            raise QwenScribeError(
-                f"Unknown dtype {settings.dtype!r}.", f"Use one of: {', '.join(DTYPES)}."
-            )
-        if settings.threads:
-            torch.set_num_threads(settings.threads)
+        native = load_native_model(
+            settings.folder,
+            "aligner",
+            device=settings.device,
+            dtype=settings.dtype,
+            attn_implementation=settings.attn_implementation,
+            threads=settings.threads,
+        )
+        self.torch, self.model = native.torch, native.model
+        self.device, self.dtype = native.device, native.dtype
         self.settings = settings
-        self.device = torch.device(settings.device)
-        self.dtype = getattr(torch, settings.dtype)
-        self.model = self._load(transformers, settings)
         self.hidden_size = self.model.config.text_config.hidden_size
         self.times = RuntimeTimes()
-
-    def _load(self, transformers, settings: TransformersAlignerSettings):
-        config = read_config(settings.folder)
-        if detect_kind(config) != "aligner":
-            raise ModelError(
-                f"{settings.folder} holds a speech recognizer, not a forced aligner.",
-                "Pass a Qwen3-ForcedAligner checkpoint.",
-            )
-        options = {"dtype": self.dtype}
-        if settings.attn_implementation:
-            options["attn_implementation"] = settings.attn_implementation
-        if detect_layout(config) == "original":
-            options["config"] = transformers.Qwen3ASRConfig(**hf_config_from_original(config))
-            options["key_mapping"] = hf_key_mapping("aligner")
-        try:
-            model = transformers.Qwen3ASRForTokenClassification.from_pretrained(
-                settings.folder, **options
-            )
-        except (OSError, ValueError, ImportError) as error:
-            raise ModelError(
-                f"transformers cannot load the aligner in {settings.folder} ({error}).",
-                "Check the checkpoint files, or the attention implementation asked for.",
-            ) from error
-        return model.to(self.device).eval()
 
     def encode(self, mel: np.ndarray) -> np.ndarray:
         started = time.perf_counter()

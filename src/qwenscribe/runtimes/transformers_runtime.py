@@ -17,7 +17,9 @@ import numpy as np
 
 from qwenscribe.audio.mel import pad_to_chunks
 from qwenscribe.errors import DeviceError, ModelError, QwenScribeError
+from qwenscribe.model.architecture import Kind
 from qwenscribe.model.layout import (
+    detect_kind,
     detect_layout,
     hf_config_from_original,
     hf_key_mapping,
@@ -128,43 +130,79 @@ class _Watcher:
         return self.torch.tensor(done, device=input_ids.device)
 
 
+@dataclass
+class NativeModel:
+    """A native transformers model loaded for one of the runtimes, with its torch handles."""
+
+    torch: object
+    model: object
+    device: object
+    dtype: object
+
+
+def load_native_model(
+    folder: Path,
+    kind: Kind,
+    *,
+    device: str = "cpu",
+    dtype: str = "float32",
+    attn_implementation: str | None = None,
+    threads: int | None = None,
+) -> NativeModel:
+    """`Qwen3ASRForConditionalGeneration` (asr) or `Qwen3ASRForTokenClassification` (aligner)
+    from a checkpoint of either layout, on `device`, after checking that it can be done."""
+    torch, transformers = import_torch()
+    check_torch_device(torch, device)
+    if dtype not in DTYPES:
+        raise QwenScribeError(f"Unknown dtype {dtype!r}.", f"Use one of: {', '.join(DTYPES)}.")
+    if threads:
+        torch.set_num_threads(threads)
+    config = read_config(folder)
+    if detect_kind(config) != kind:
+        wanted = "speech recognizer" if kind == "asr" else "forced aligner"
+        raise ModelError(
+            f"{folder} does not hold a Qwen3 {wanted}.",
+            "Pass a Qwen3-ASR model for recognition, a Qwen3-ForcedAligner for word timing.",
+        )
+    options: dict = {"dtype": getattr(torch, dtype)}
+    if attn_implementation:
+        options["attn_implementation"] = attn_implementation
+    if detect_layout(config) == "original":
+        options["config"] = transformers.Qwen3ASRConfig(**hf_config_from_original(config))
+        options["key_mapping"] = hf_key_mapping(kind)
+    cls = (
+        transformers.Qwen3ASRForConditionalGeneration
+        if kind == "asr"
+        else transformers.Qwen3ASRForTokenClassification
+    )
+    try:
+        model = cls.from_pretrained(folder, **options)
+    except (OSError, ValueError, ImportError) as error:
+        raise ModelError(
+            f"transformers cannot load the model in {folder} ({error}).",
+            "Check the checkpoint files, or the attention implementation asked for.",
+        ) from error
+    target = torch.device(device)
+    return NativeModel(torch, model.to(target).eval(), target, options["dtype"])
+
+
 class TransformersRuntime:
     name = "transformers"
 
     def __init__(self, settings: TransformersSettings) -> None:
-        torch, transformers = import_torch()
-        self.torch = torch
-        check_torch_device(torch, settings.device)
-        if settings.dtype not in DTYPES:
-            raise QwenScribeError(
-                f"Unknown dtype {settings.dtype!r}.", f"Use one of: {', '.join(DTYPES)}."
-            )
-        if settings.threads:
-            torch.set_num_threads(settings.threads)
+        native = load_native_model(
+            settings.folder,
+            "asr",
+            device=settings.device,
+            dtype=settings.dtype,
+            attn_implementation=settings.attn_implementation,
+            threads=settings.threads,
+        )
+        self.torch, self.model = native.torch, native.model
+        self.device, self.dtype = native.device, native.dtype
         self.settings = settings
-        self.device = torch.device(settings.device)
-        self.dtype = getattr(torch, settings.dtype)
-        self.model = self._load(transformers, settings)
         self.hidden_size = self.model.config.text_config.hidden_size
         self.times = RuntimeTimes()
-
-    def _load(self, transformers, settings: TransformersSettings):
-        config = read_config(settings.folder)
-        options = {"dtype": self.dtype}
-        if settings.attn_implementation:
-            options["attn_implementation"] = settings.attn_implementation
-        cls = transformers.Qwen3ASRForConditionalGeneration
-        try:
-            if detect_layout(config) == "original":
-                options["config"] = transformers.Qwen3ASRConfig(**hf_config_from_original(config))
-                options["key_mapping"] = hf_key_mapping("asr")
-            model = cls.from_pretrained(settings.folder, **options)
-        except (OSError, ValueError, ImportError) as error:
-            raise ModelError(
-                f"transformers cannot load the model in {settings.folder} ({error}).",
-                "Check the checkpoint files, or the attention implementation asked for.",
-            ) from error
-        return model.to(self.device).eval()
 
     def encode(self, mel: np.ndarray) -> np.ndarray:
         started = time.perf_counter()
