@@ -350,7 +350,7 @@ def test_model_files_refuse_a_recognizer(checkpoints, tmp_path) -> None:
     converted = convert(asr, tmp_path / "asr", ConvertOptions(("fp32",), ("f32",))).folder
     with pytest.raises(ModelError, match="not a forced aligner"):
         aligner_model_files(str(converted), "fp32", "f32")
-    with pytest.raises(ModelError, match="Unknown aligner quantization"):
+    with pytest.raises(ModelError, match="Unknown quantization 'q3'"):
         aligner_model_files(str(converted), "fp32", "q3")
     assert aligner_checkpoint_files(str(checkpoints[("aligner", "hf")])).manifest is None
 

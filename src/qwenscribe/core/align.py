@@ -21,7 +21,6 @@ is here, shared by the hybrid (`runtimes.aligner_hybrid`) and the transformers
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ from tokenizers import Tokenizer
 
 from qwenscribe.audio.decode import SAMPLE_RATE
 from qwenscribe.audio.mel import log_mel_spectrogram
-from qwenscribe.core.models import ModelFiles
+from qwenscribe.core.models import ModelFiles, checkpoint_files, hybrid_model_files
 from qwenscribe.core.transcript import Word
 from qwenscribe.core.words import attach_punctuation, split_words
 from qwenscribe.errors import InputError, ModelError
@@ -312,106 +311,16 @@ class AlignerConfig:
     attn_implementation: str | None = None
 
 
-def check_converted_aligner(folder: Path, manifest: dict, precision: str, quant: str) -> None:
-    """The converted folder holds an aligner with every file the hybrid aligner opens, whole."""
-    from qwenscribe.convert.gguf_decoder import TOKEN_EMBEDDINGS_FILE, aligner_filename
-    from qwenscribe.convert.onnx_encoder import backend_filename, frontend_filename
-
-    if manifest.get("kind") != "aligner":
-        raise ModelError(
-            f"{folder} holds a converted {manifest.get('kind')} model, not a forced aligner.",
-            "Pass a Qwen3-ForcedAligner model (aligner, or its folder).",
-        )
-    wanted = [
-        frontend_filename(precision),
-        backend_filename(precision),
-        aligner_filename(quant),
-        TOKEN_EMBEDDINGS_FILE,
-    ]
-    listed = manifest.get("files", {})
-    for name in wanted:
-        if name not in listed:
-            options = manifest.get("options", {})
-            raise ModelError(
-                f"{folder} was converted without {name} (it has encoder precisions "
-                f"{options.get('encoder_precisions')} and quantizations "
-                f"{options.get('decoder_quants')}).",
-                "Choose one of those, or convert again with the one you want.",
-            )
-    for name, facts in listed.items():
-        path = folder / name
-        if not path.is_file() or path.stat().st_size != facts["bytes"]:
-            raise ModelError(
-                f"The model file {path} is missing or has the wrong size (damaged or "
-                "incomplete copy).",
-                "Convert the aligner again.",
-            )
-
-
-def _not_an_aligner(model: str) -> ModelError:
-    return ModelError(
-        f"{model} is a speech recognizer, not a forced aligner.",
-        "Pass a Qwen3-ForcedAligner model (aligner, Qwen/Qwen3-ForcedAligner-0.6B or its folder).",
-    )
-
-
 def aligner_model_files(
     model: str = DEFAULT_ALIGNER, precision: str = "int8", quant: str = "q8_0"
 ) -> ModelFiles:
-    """The converted aligner folder for `model`, converting a checkpoint once into the cache
-    (as `core.models.hybrid_model_files` does for the recognizer)."""
-    from qwenscribe.convert.convert import (
-        ConvertOptions,
-        convert,
-        read_manifest,
-        source_fingerprint,
-    )
-    from qwenscribe.convert.gguf_decoder import QUANTS
-    from qwenscribe.convert.onnx_encoder import PRECISIONS
-    from qwenscribe.model.resolve import resolve_model
-    from qwenscribe.paths import converted_models_dir
-
-    if precision not in PRECISIONS:
-        raise ModelError(
-            f"Unknown encoder precision {precision!r}.", f"Use one of: {', '.join(PRECISIONS)}."
-        )
-    if quant not in QUANTS:
-        raise ModelError(
-            f"Unknown aligner quantization {quant!r}.", f"Use one of: {', '.join(QUANTS)}."
-        )
-    given = Path(model).expanduser()
-    manifest = read_manifest(given) if given.is_dir() else None
-    if manifest is None:
-        resolved = resolve_model(model)
-        if resolved.kind != "aligner":
-            raise _not_an_aligner(model)
-        name = re.sub(r"[^\w.-]+", "_", Path(resolved.source).name or resolved.source)
-        fingerprint = source_fingerprint(resolved.path)[:12]
-        given = converted_models_dir() / f"{name}-{fingerprint}-{precision}-{quant}"
-        if read_manifest(given) is None:
-            log.info("converting %s for the hybrid aligner into %s", model, given)
-        convert(resolved.path, given, ConvertOptions((precision,), (quant,)))
-        manifest = read_manifest(given)
-    check_converted_aligner(given, manifest, precision, quant)
-    return ModelFiles(given, model, manifest)
+    """The converted aligner folder for `model`, converting a checkpoint once into the cache."""
+    return hybrid_model_files(model, precision, quant, kind="aligner")
 
 
 def aligner_checkpoint_files(model: str = DEFAULT_ALIGNER) -> ModelFiles:
     """The aligner checkpoint for the transformers runtime (it cannot read converted files)."""
-    from qwenscribe.convert.convert import read_manifest
-    from qwenscribe.model.resolve import resolve_model
-
-    given = Path(model).expanduser()
-    if given.is_dir() and (manifest := read_manifest(given)) is not None:
-        raise ModelError(
-            f"{given} is converted for the hybrid runtime; the transformers runtime needs the "
-            "original checkpoint.",
-            f"Pass the checkpoint folder (it was converted from {manifest['source']['path']}).",
-        )
-    resolved = resolve_model(model)
-    if resolved.kind != "aligner":
-        raise _not_an_aligner(model)
-    return ModelFiles(resolved.path, model, None)
+    return checkpoint_files(model, kind="aligner")
 
 
 def _load_runtime(config: AlignerConfig) -> tuple[AlignerRuntime, Path]:

@@ -3,8 +3,9 @@ asks for it, and check them before any work starts.
 
 `model` may be a short name, a hub id, a checkpoint folder (either layout) or a folder written by
 `qwenscribe convert`. The hybrid runtime needs the converted files for the requested encoder
-precision and decoder quantization; they are made once and kept under the cache
-(`QWENSCRIBE_HOME/models`). The transformers runtime needs the checkpoint itself.
+precision and decoder (or aligner) quantization; they are made once and kept under the cache
+(`QWENSCRIBE_HOME/models`). The transformers runtime needs the checkpoint itself. The same rules
+serve the recognizer (kind "asr") and the forced aligner (kind "aligner").
 """
 
 from __future__ import annotations
@@ -21,13 +22,21 @@ from qwenscribe.convert.convert import (
     read_manifest,
     source_fingerprint,
 )
-from qwenscribe.convert.gguf_decoder import QUANTS
+from qwenscribe.convert.gguf_decoder import QUANTS, TOKEN_EMBEDDINGS_FILE, aligner_filename
 from qwenscribe.convert.onnx_encoder import PRECISIONS, backend_filename, frontend_filename
 from qwenscribe.errors import ModelError
+from qwenscribe.model.architecture import Kind
 from qwenscribe.model.resolve import ResolvedModel, resolve_model
 from qwenscribe.paths import converted_models_dir
 
 log = logging.getLogger(__name__)
+
+_WHAT = {"asr": "a speech recognizer", "aligner": "a forced aligner"}
+_PASS = {
+    "asr": "Pass a Qwen3-ASR model (0.6b, 1.7b or its folder).",
+    "aligner": "Pass a Qwen3-ForcedAligner model (aligner, Qwen/Qwen3-ForcedAligner-0.6B or its "
+    "folder).",
+}
 
 
 @dataclass(frozen=True)
@@ -42,21 +51,32 @@ def _check_choice(value: str, choices: tuple[str, ...], what: str) -> None:
         raise ModelError(f"Unknown {what} {value!r}.", f"Use one of: {', '.join(choices)}.")
 
 
-def check_converted(folder: Path, manifest: dict[str, Any], precision: str, quant: str) -> None:
+def _wrong_kind(model: str | Path, found: str | None, kind: Kind) -> ModelError:
+    other = _WHAT.get(found or "", f"a {found} model")
+    return ModelError(f"{model} is {other}, not {_WHAT[kind]}.", _PASS[kind])
+
+
+def hybrid_files(kind: Kind, precision: str, quant: str) -> list[str]:
+    """The files the hybrid runtime opens for a model of `kind`."""
+    encoder = [frontend_filename(precision), backend_filename(precision)]
+    if kind == "asr":
+        return [*encoder, f"decoder.{quant}.gguf"]
+    return [*encoder, aligner_filename(quant), TOKEN_EMBEDDINGS_FILE]
+
+
+def check_converted(
+    folder: Path, manifest: dict[str, Any], precision: str, quant: str, kind: Kind = "asr"
+) -> None:
     """Every file the hybrid runtime will open is listed in the manifest and has its size."""
-    if manifest.get("kind") != "asr":
-        raise ModelError(
-            f"{folder} holds a converted {manifest.get('kind')} model, not a speech recognizer.",
-            "Pass a Qwen3-ASR model (0.6b, 1.7b or its folder).",
-        )
-    wanted = [frontend_filename(precision), backend_filename(precision), f"decoder.{quant}.gguf"]
+    if manifest.get("kind") != kind:
+        raise _wrong_kind(folder, manifest.get("kind"), kind)
     listed = manifest.get("files", {})
-    for name in wanted:
+    for name in hybrid_files(kind, precision, quant):
         if name not in listed:
             options = manifest.get("options", {})
             raise ModelError(
                 f"{folder} was converted without {name} (it has encoder precisions "
-                f"{options.get('encoder_precisions')} and decoder quantizations "
+                f"{options.get('encoder_precisions')} and quantizations "
                 f"{options.get('decoder_quants')}).",
                 "Choose one of those, or convert again with the one you want.",
             )
@@ -76,42 +96,36 @@ def _cache_folder(resolved: ResolvedModel, precision: str, quant: str) -> Path:
     return converted_models_dir() / f"{name}-{fingerprint}-{precision}-{quant}"
 
 
-def hybrid_model_files(model: str, precision: str, quant: str) -> ModelFiles:
+def hybrid_model_files(model: str, precision: str, quant: str, kind: Kind = "asr") -> ModelFiles:
     """The converted folder for `model`, converting (once) when given a checkpoint."""
     _check_choice(precision, PRECISIONS, "encoder precision")
-    _check_choice(quant, QUANTS, "decoder quantization")
+    _check_choice(quant, QUANTS, "quantization")
     given = Path(model).expanduser()
     manifest = read_manifest(given) if given.is_dir() else None
     if manifest is None:
         resolved = resolve_model(model)
-        if resolved.kind != "asr":
-            raise ModelError(
-                f"{model} is a forced aligner, not a speech recognizer.",
-                "Pass a Qwen3-ASR model (0.6b, 1.7b or its folder).",
-            )
+        if resolved.kind != kind:
+            raise _wrong_kind(model, resolved.kind, kind)
         given = _cache_folder(resolved, precision, quant)
         if read_manifest(given) is None:
             log.info("converting %s for the hybrid runtime into %s", model, given)
         convert(resolved.path, given, ConvertOptions((precision,), (quant,)))
         manifest = read_manifest(given)
-    check_converted(given, manifest, precision, quant)
+    check_converted(given, manifest, precision, quant, kind)
     return ModelFiles(given, model, manifest)
 
 
-def checkpoint_files(model: str) -> ModelFiles:
+def checkpoint_files(model: str, kind: Kind = "asr") -> ModelFiles:
     """The checkpoint folder for the transformers runtime (which cannot read converted files)."""
     given = Path(model).expanduser()
-    if given.is_dir() and read_manifest(given) is not None:
-        source = read_manifest(given)["source"]["path"]
+    if given.is_dir() and (manifest := read_manifest(given)) is not None:
         raise ModelError(
             f"{given} is converted for the hybrid runtime; the transformers runtime needs the "
             "original checkpoint.",
-            f"Pass the checkpoint folder (it was converted from {source}) or a model name.",
+            f"Pass the checkpoint folder (it was converted from {manifest['source']['path']}) "
+            "or a model name.",
         )
     resolved = resolve_model(model)
-    if resolved.kind != "asr":
-        raise ModelError(
-            f"{model} is a forced aligner, not a speech recognizer.",
-            "Pass a Qwen3-ASR model (0.6b, 1.7b or its folder).",
-        )
+    if resolved.kind != kind:
+        raise _wrong_kind(model, resolved.kind, kind)
     return ModelFiles(resolved.path, model, None)
