@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from qwenscribe.errors import ModelError
 from qwenscribe.model.architecture import TIMESTAMP_CLASSES
 from qwenscribe.model.tokens import AUDIO_PAD_ID, TIMESTAMP_ID
 from qwenscribe.runtimes.base import RuntimeTimes
-from qwenscribe.runtimes.devices import check_llama_gpu_offload, onnx_provider
+from qwenscribe.runtimes.devices import hybrid_placement
 from qwenscribe.runtimes.llama_decoder import ContextSettings, LlamaContext, LlamaModel, llama_api
 from qwenscribe.runtimes.onnx_encoder import OnnxAudioEncoder
 
@@ -64,18 +63,18 @@ class HybridAligner:
 
     def __init__(self, settings: HybridAlignerSettings) -> None:
         self.settings = settings
-        self.threads = settings.threads or max(1, os.cpu_count() or 1)
-        provider = onnx_provider(settings.device)
-        gpu_layers = 0 if settings.device == "cpu" else 10_000  # every layer
-        check_llama_gpu_offload(gpu_layers)
+        placement = hybrid_placement(settings.device, settings.threads)
+        self.threads = placement.threads
         folder = settings.folder
         scorer, table = folder / aligner_filename(settings.quant), folder / TOKEN_EMBEDDINGS_FILE
         for path in (scorer, table):
             if not path.is_file():
                 raise ModelError(f"{folder} has no aligner file {path.name}.", "Convert it again.")
-        self.encoder = OnnxAudioEncoder(folder, settings.encoder_precision, provider, self.threads)
+        self.encoder = OnnxAudioEncoder(
+            folder, settings.encoder_precision, placement.provider, self.threads
+        )
         with _quiet_llama_load():
-            self.scorer = LlamaModel(scorer, gpu_layers)
+            self.scorer = LlamaModel(scorer, placement.gpu_layers)
         if self.scorer.n_vocab != TIMESTAMP_CLASSES:
             raise ModelError(
                 f"{scorer} scores {self.scorer.n_vocab} classes, not the aligner's "

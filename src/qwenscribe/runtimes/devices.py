@@ -7,6 +7,9 @@ a GPU and got the CPU would only notice by the speed.
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
+
 from qwenscribe.errors import DeviceError
 
 # device name -> ONNX Runtime execution provider
@@ -49,3 +52,21 @@ def check_llama_gpu_offload(gpu_layers: int) -> None:
             "Rebuild llama-cpp-python with a GPU backend (e.g. CMAKE_ARGS='-DGGML_CUDA=on'), "
             "or use device 'cpu'.",
         )
+
+
+@dataclass(frozen=True)
+class HybridPlacement:
+    """Where the hybrid runtime's two halves run: the encoder's ONNX Runtime provider, the
+    decoder's llama.cpp layers on the GPU (0: all on the CPU), and the CPU threads."""
+
+    provider: str
+    gpu_layers: int
+    threads: int
+
+
+def hybrid_placement(device: str, threads: int | None) -> HybridPlacement:
+    """Check `device` for both halves of the hybrid runtime; every layer goes where asked."""
+    provider = onnx_provider(device)
+    gpu_layers = 0 if device == "cpu" else 10_000  # more than any model has: every layer
+    check_llama_gpu_offload(gpu_layers)
+    return HybridPlacement(provider, gpu_layers, threads or max(1, os.cpu_count() or 1))

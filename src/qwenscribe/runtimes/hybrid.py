@@ -10,7 +10,6 @@ sequence, and each generation step one new token of every unfinished sequence.
 from __future__ import annotations
 
 import itertools
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from qwenscribe.runtimes.base import (
     choose_tokens,
     is_eos,
 )
-from qwenscribe.runtimes.devices import check_llama_gpu_offload, onnx_provider
+from qwenscribe.runtimes.devices import hybrid_placement
 from qwenscribe.runtimes.llama_decoder import ContextSettings, LlamaContext, LlamaModel
 from qwenscribe.runtimes.onnx_encoder import OnnxAudioEncoder
 
@@ -87,16 +86,16 @@ class HybridRuntime:
 
     def __init__(self, settings: HybridSettings) -> None:
         self.settings = settings
-        self.threads = settings.threads or max(1, os.cpu_count() or 1)
-        provider = onnx_provider(settings.device)
-        gpu_layers = 0 if settings.device == "cpu" else 10_000  # every layer
-        check_llama_gpu_offload(gpu_layers)
+        placement = hybrid_placement(settings.device, settings.threads)
+        self.threads = placement.threads
         folder = settings.folder
         gguf = folder / f"decoder.{settings.decoder_quant}.gguf"
         if not gguf.is_file():
             raise ModelError(f"{folder} has no decoder file {gguf.name}.", "Convert it again.")
-        self.encoder = OnnxAudioEncoder(folder, settings.encoder_precision, provider, self.threads)
-        self.decoder = LlamaModel(gguf, gpu_layers)
+        self.encoder = OnnxAudioEncoder(
+            folder, settings.encoder_precision, placement.provider, self.threads
+        )
+        self.decoder = LlamaModel(gguf, placement.gpu_layers)
         self.hidden_size = self.decoder.n_embd
         self.times = RuntimeTimes()
         self._context: LlamaContext | None = None
