@@ -39,7 +39,7 @@ from qwenscribe.model.architecture import audio_token_count
 from qwenscribe.model.prompt import (
     Exchange,
     answer_prefix,
-    asr_prompt,
+    asr_prompt_ids,
     language_name,
     parse_answer,
 )
@@ -501,8 +501,12 @@ class QwenASREngine:
             exchange, previous = owner.history
             history = (exchange,)
             audio = np.concatenate([previous, embeddings])
-        prompt = asr_prompt(len(embeddings), context=context, language=forced, history=history)
-        ids = np.asarray(self.tokenizer.encode(prompt, add_special_tokens=False).ids, np.int64)
+        ids = np.asarray(
+            asr_prompt_ids(
+                self.tokenizer, len(embeddings), context=context, language=forced, history=history
+            ),
+            np.int64,
+        )
         budget = math.ceil(
             self.config.min_new_tokens + self.config.tokens_per_second * job.chunk.duration_s
         )
@@ -616,7 +620,8 @@ class QwenASREngine:
             max_new_tokens=job.request.max_new_tokens,
         )
         if self.config.memory:
-            owner.history = (Exchange(job.n_audio_tokens, answer), job.embeddings)
+            answer_ids = (*self.tokenizer.encode(job.prefix, add_special_tokens=False).ids, *tokens)
+            owner.history = (Exchange(job.n_audio_tokens, answer, answer_ids), job.embeddings)
         job.embeddings = None
         job.request = None
         if emit is not None:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tokenizers import Tokenizer
+
 from qwenscribe.core.repetition import collapse_repetitions
 from qwenscribe.errors import InputError
 from qwenscribe.model.tokens import ASR_TEXT, AUDIO_END, AUDIO_PAD, AUDIO_START, LANGUAGES
@@ -56,6 +58,7 @@ class Exchange:
 
     n_audio_tokens: int
     answer: str  # "language English<asr_text>the text" as the model gave it
+    answer_ids: tuple[int, ...] = ()  # the same as the ids the model produced, when known
 
 
 def asr_prompt(
@@ -73,6 +76,40 @@ def asr_prompt(
     parts.append(f"<|im_start|>user\n{_audio(n_audio_tokens)}<|im_end|>\n")
     parts.append(f"<|im_start|>assistant\n{answer_prefix(language)}")
     return "".join(parts)
+
+
+def asr_prompt_ids(
+    tokenizer: Tokenizer,
+    n_audio_tokens: int,
+    *,
+    context: str = "",
+    language: str | None = None,
+    history: tuple[Exchange, ...] = (),
+) -> list[int]:
+    """The ids of `asr_prompt`, with earlier answers as the ids the model produced.
+
+    Re-tokenizing an answer's text could give other ids than the model's (a multi-byte
+    character cut at the budget, another split). The template pieces are cut where the prompt
+    has special tokens or a newline, where the tokenizer splits anyway, so the pieces encode
+    exactly as the whole string does.
+    """
+
+    def encode(text: str) -> list[int]:
+        return tokenizer.encode(text, add_special_tokens=False).ids
+
+    ids = encode(f"<|im_start|>system\n{context}<|im_end|>\n")
+    for exchange in history:
+        ids += encode(
+            f"<|im_start|>user\n{_audio(exchange.n_audio_tokens)}<|im_end|>\n"
+            "<|im_start|>assistant\n"
+        )
+        ids += list(exchange.answer_ids) or encode(exchange.answer)
+        ids += encode("<|im_end|>\n")
+    ids += encode(
+        f"<|im_start|>user\n{_audio(n_audio_tokens)}<|im_end|>\n"
+        f"<|im_start|>assistant\n{answer_prefix(language)}"
+    )
+    return ids
 
 
 @dataclass(frozen=True)
