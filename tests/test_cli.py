@@ -15,6 +15,7 @@ from qwenscribe.errors import InputError, ModelError, ModelUnavailableError
 from qwenscribe.model import resolve
 from qwenscribe.model.prompt import language_name
 from qwenscribe.model.resolve import resolve_model
+from qwenscribe.subtitles.transcript_json import read_json
 
 runner = CliRunner()
 
@@ -75,26 +76,66 @@ def test_local_checkpoint_is_recognised(checkpoints):
     assert (resolved.kind, resolved.layout, resolved.path) == ("aligner", "hf", folder)
 
 
-def test_transcribe_prints_the_text_of_each_file(data_dir, checkpoints, tmp_path):
-    """A checkpoint is converted once into the cache, then each file's text goes to stdout."""
-    args = [
+def _transcribe(checkpoints, tmp_path, *args):
+    """`qwenscribe transcribe` with the tiny checkpoints, the cache in tmp_path/home."""
+    command = [
         "transcribe",
-        str(data_dir / "en_speech.wav"),
-        str(data_dir / "video_with_audio.mp4"),
+        *map(str, args),
         "--model",
         str(checkpoints[("asr", "original")]),
+        "--aligner-model",
+        str(checkpoints[("aligner", "hf")]),
+        "--threads",
+        "1",
+    ]
+    env = {"COLUMNS": "300", "QWENSCRIBE_HOME": str(tmp_path / "home")}
+    return runner.invoke(app, command, env=env)
+
+
+def test_transcribe_prints_the_text_of_each_file(data_dir, checkpoints, tmp_path):
+    """A checkpoint is converted once into the cache; --print-text sends the text to stdout."""
+    out = tmp_path / "out"
+    result = _transcribe(
+        checkpoints,
+        tmp_path,
+        data_dir / "en_speech.wav",
+        data_dir / "video_with_audio.mp4",
         "-l",
         "en",
-        "--threads",
-        "2",
-    ]
-    env = {"COLUMNS": "300", "QWENSCRIBE_HOME": str(tmp_path)}
-    result = runner.invoke(app, args, env=env)
+        "--no-align",
+        "--print-text",
+        "-f",
+        "json",
+        "-o",
+        out,
+    )
     assert result.exit_code == 0, result.output
     assert "English" in result.output
     assert "en_speech.wav: 5.8 s of audio" in result.output
     assert "video_with_audio.mp4: 3.2 s of audio" in result.output
-    assert len(list((tmp_path / "models").iterdir())) == 1  # the conversion, made once
+    assert len(list((tmp_path / "home" / "models").iterdir())) == 1  # the conversion, made once
+    for name in ("en_speech", "video_with_audio"):
+        transcript = read_json(out / f"{name}.json")
+        assert all(not segment.words for segment in transcript.segments)  # --no-align
+        assert transcript.text
+        assert transcript.text in result.stdout
+
+
+def test_text_is_not_printed_unless_asked(data_dir, checkpoints, tmp_path):
+    result = _transcribe(
+        checkpoints,
+        tmp_path,
+        data_dir / "en_speech.wav",
+        "--no-align",
+        "-f",
+        "json",
+        "-o",
+        tmp_path,
+    )
+    assert result.exit_code == 0, result.output
+    text = read_json(tmp_path / "en_speech.json").text
+    assert text
+    assert text not in result.stdout
 
 
 def test_transcribe_refuses_an_aligner_as_the_model(data_dir, checkpoints, tmp_path):
@@ -179,3 +220,143 @@ def test_console_script_runs_as_a_program(data_dir, tmp_path):
     assert result.returncode == 3
     assert "error:" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_transcribe_writes_each_format_into_the_output_folder(data_dir, checkpoints, tmp_path):
+    out = tmp_path / "new" / "folder"  # created
+    inputs = [data_dir / "en_speech.wav", data_dir / "video_with_audio.mp4"]
+    formats = ["srt", "vtt", "ass", "lrc", "json"]
+    result = _transcribe(
+        checkpoints, tmp_path, *inputs, *[arg for fmt in formats for arg in ("-f", fmt)], "-o", out
+    )
+    assert result.exit_code == 0, result.output
+    expected = {f"{path.stem}.{fmt}" for path in inputs for fmt in formats}
+    assert {path.name for path in out.iterdir()} == expected
+    assert "2 written, 0 skipped, 0 failed" in result.output
+    assert (out / "en_speech.vtt").read_text(encoding="utf-8").startswith("WEBVTT")
+    assert "[Script Info]" in (out / "en_speech.ass").read_text(encoding="utf-8")
+    # Word timing is on by default: the aligner's words are in the transcript.
+    transcript = read_json(out / "en_speech.json")
+    assert any(segment.words for segment in transcript.segments)
+
+
+def test_default_output_is_srt_beside_the_input(data_dir, checkpoints, tmp_path):
+    media = tmp_path / "media"
+    media.mkdir()
+    clip = media / "talk.wav"
+    clip.write_bytes((data_dir / "en_speech.wav").read_bytes())
+    result = _transcribe(checkpoints, tmp_path, clip, "--no-align")
+    assert result.exit_code == 0, result.output
+    assert sorted(path.name for path in media.iterdir()) == ["talk.srt", "talk.wav"]
+    assert "-->" in (media / "talk.srt").read_text(encoding="utf-8")
+
+
+def test_existing_outputs_are_skipped_unless_overwrite(data_dir, checkpoints, tmp_path):
+    out = tmp_path / "out"
+    clip = data_dir / "en_speech.wav"
+    first = _transcribe(checkpoints, tmp_path, clip, "-f", "srt", "-f", "txt", "-o", out)
+    assert first.exit_code == 0, first.output
+    srt = out / "en_speech.srt"
+    os.utime(srt, (1_000_000, 1_000_000))  # an old file, so a rewrite shows in its mtime
+
+    again = _transcribe(checkpoints, tmp_path, clip, "-f", "srt", "-f", "txt", "-o", out)
+    assert again.exit_code == 0, again.output
+    assert "skipped (exists)" in again.output
+    assert "0 written, 1 skipped, 0 failed" in again.output
+    assert srt.stat().st_mtime == 1_000_000
+
+    # One requested format missing: the input is done again.
+    partly = _transcribe(checkpoints, tmp_path, clip, "-f", "srt", "-f", "vtt", "-o", out)
+    assert "1 written, 0 skipped" in partly.output
+    assert (out / "en_speech.vtt").exists()
+
+    os.utime(srt, (1_000_000, 1_000_000))
+    forced = _transcribe(checkpoints, tmp_path, clip, "-o", out, "--overwrite")
+    assert forced.exit_code == 0, forced.output
+    assert "1 written, 0 skipped, 0 failed" in forced.output
+    assert srt.stat().st_mtime != 1_000_000
+
+
+def test_a_corrupt_file_fails_alone(data_dir, checkpoints, tmp_path):
+    out = tmp_path / "out"
+    result = _transcribe(
+        checkpoints,
+        tmp_path,
+        data_dir / "en_speech.wav",
+        data_dir / "corrupt.mp3",
+        data_dir / "video_with_audio.mp4",
+        "--no-align",
+        "-o",
+        out,
+    )
+    assert result.exit_code == 4
+    assert sorted(path.name for path in out.iterdir()) == ["en_speech.srt", "video_with_audio.srt"]
+    failures = [line for line in result.output.splitlines() if "corrupt.mp3" in line]
+    assert len(failures) == 2  # the inputs row of the table, and one line saying what went wrong
+    assert "failed" in failures[1]
+    assert "2 written, 0 skipped, 1 failed" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_inputs_without_audio_give_empty_subtitles(data_dir, checkpoints, tmp_path):
+    out = tmp_path / "out"
+    result = _transcribe(
+        checkpoints,
+        tmp_path,
+        data_dir / "silence.wav",
+        data_dir / "video_no_audio.mp4",
+        "-f",
+        "srt",
+        "-f",
+        "vtt",
+        "-o",
+        out,
+    )
+    assert result.exit_code == 0, result.output
+    assert (out / "silence.srt").read_text(encoding="utf-8").strip() == ""
+    assert (out / "video_no_audio.srt").read_text(encoding="utf-8").strip() == ""
+    assert (out / "silence.vtt").read_text(encoding="utf-8").strip() == "WEBVTT"
+
+
+def test_two_inputs_with_one_output_name_are_refused(data_dir, checkpoints, tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    twin = other / "en_speech.wav"
+    twin.write_bytes((data_dir / "en_speech.wav").read_bytes())
+    result = _transcribe(checkpoints, tmp_path, data_dir / "en_speech.wav", twin, "-o", tmp_path)
+    assert result.exit_code == 4
+    assert "would both be written to" in result.output
+
+
+def test_render_from_the_json_transcribe_wrote(data_dir, checkpoints, tmp_path):
+    out = tmp_path / "out"
+    made = _transcribe(checkpoints, tmp_path, data_dir / "en_speech.wav", "-f", "json", "-o", out)
+    assert made.exit_code == 0, made.output
+    transcript = out / "en_speech.json"
+    subs = tmp_path / "subs"
+    args = ["render", str(transcript), "-f", "vtt", "-f", "ass", "-o", str(subs), "--karaoke"]
+    args += ["--max-line-width", "20", "--max-lines", "1"]
+    result = runner.invoke(app, args, env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    assert sorted(path.name for path in subs.iterdir()) == ["en_speech.ass", "en_speech.vtt"]
+    vtt = (subs / "en_speech.vtt").read_text(encoding="utf-8")
+    assert vtt.startswith("WEBVTT")
+    assert read_json(transcript).text.strip()
+    assert "-->" in vtt
+    assert "\\k" in (subs / "en_speech.ass").read_text(encoding="utf-8")  # karaoke timing
+    again = runner.invoke(app, args, env={"COLUMNS": "300"})
+    assert "0 written, 1 skipped, 0 failed" in again.output
+
+
+def test_render_a_file_that_is_not_a_transcript(tmp_path):
+    bad = tmp_path / "notes.json"
+    bad.write_text('{"hello": "world"}', encoding="utf-8")
+    result = runner.invoke(app, ["render", str(bad), "-f", "srt"], env={"COLUMNS": "300"})
+    assert result.exit_code == 4
+    assert "is not a qwenscribe transcript" in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "notes.srt").exists()
+
+    missing = runner.invoke(app, ["render", str(tmp_path / "gone.json")], env={"COLUMNS": "300"})
+    assert missing.exit_code == 4
+    assert "No such file or folder" in missing.output

@@ -9,18 +9,23 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass, replace
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from qwenscribe import __version__
 from qwenscribe.errors import InputError, QwenScribeError
 from qwenscribe.model.prompt import language_name
 from qwenscribe.model.resolve import DEFAULT_MODEL
 from qwenscribe.paths import qwenscribe_home
+from qwenscribe.subtitles.shaping import CJK, LATIN, ShapingOptions, preset_for_language
+from qwenscribe.subtitles.writers import FORMATS, normalize_format
 
 app = typer.Typer(
     name="qwenscribe",
@@ -86,10 +91,140 @@ def _check_inputs(inputs: list[Path]) -> list[Path]:
     return inputs
 
 
+class Preset(str, Enum):
+    latin = "latin"
+    cjk = "cjk"
+    auto = "auto"
+
+
+FormatOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--format",
+        "-f",
+        help=f"Subtitle format: {', '.join(FORMATS)}; repeat for several. Default: srt.",
+    ),
+]
+OutputDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--output-dir",
+        "-o",
+        help="Folder for the files (created if missing); default: beside each input.",
+    ),
+]
+MaxLineWidthOption = Annotated[
+    int | None,
+    typer.Option("--max-line-width", min=1, help="Columns per line (a CJK character counts 2)."),
+]
+MaxLinesOption = Annotated[int | None, typer.Option("--max-lines", min=1, help="Lines per cue.")]
+PresetOption = Annotated[
+    Preset,
+    typer.Option(
+        "--preset",
+        help="Line layout: latin (42x2), cjk (32 columns), auto (from the language).",
+    ),
+]
+KaraokeOption = Annotated[
+    bool, typer.Option("--karaoke", help="ASS: per-word karaoke timing (needs word timing).")
+]
+WordLrcOption = Annotated[
+    bool, typer.Option("--word-lrc", help="LRC: word-timed (enhanced) lines (needs word timing).")
+]
+OverwriteOption = Annotated[
+    bool, typer.Option("--overwrite", help="Write again even when all the files exist.")
+]
+
+
+@dataclass(frozen=True)
+class _Shaping:
+    """The shaping options asked for; `auto` picks LATIN or CJK from the language heard."""
+
+    preset: Preset
+    max_line_width: int | None
+    max_lines: int | None
+
+    def for_language(self, language: str | None) -> ShapingOptions:
+        if self.preset is Preset.latin:
+            base = LATIN
+        elif self.preset is Preset.cjk:
+            base = CJK
+        else:
+            base = preset_for_language(language)
+        changes: dict[str, int] = {}
+        if self.max_line_width is not None:
+            changes["max_line_width"] = self.max_line_width
+        if self.max_lines is not None:
+            changes["max_lines"] = self.max_lines
+        return replace(base, **changes)
+
+    def describe(self) -> str:
+        text = self.preset.value
+        if self.max_line_width is not None:
+            text += f", {self.max_line_width} columns"
+        if self.max_lines is not None:
+            text += f", {self.max_lines} lines"
+        return text
+
+
+def _formats(given: list[str] | None) -> list[str]:
+    """The formats asked for, normalized, without repeats; srt when none."""
+    return list(dict.fromkeys(normalize_format(fmt) for fmt in given or ["srt"]))
+
+
+def _plan_outputs(
+    inputs: list[Path], formats: list[str], output_dir: Path | None
+) -> list[dict[str, Path]]:
+    """{format: path} for each input: its stem and the format's suffix, in `output_dir` or
+    beside it. Two inputs that would write the same file are refused before any work."""
+    plans = [
+        {fmt: (output_dir or path.parent) / f"{path.stem}.{fmt}" for fmt in formats}
+        for path in inputs
+    ]
+    seen: dict[Path, Path] = {}
+    for path, plan in zip(inputs, plans, strict=True):
+        for target in plan.values():
+            key = target.resolve()
+            if key == path.resolve():
+                raise InputError(
+                    f"Writing {target} would replace the input {path}.",
+                    "Choose another --output-dir or format.",
+                )
+            if key in seen and seen[key] != path:
+                raise InputError(
+                    f"{seen[key]} and {path} would both be written to {target}.",
+                    "Give them different names, or transcribe them into different folders.",
+                )
+            seen[key] = path
+    return plans
+
+
+class _Tally:
+    """Counts of inputs written, skipped and failed, and the exit code of the first failure."""
+
+    def __init__(self) -> None:
+        self.written = self.skipped = self.failed = 0
+        self.exit_code = 0
+
+    def fail(self, path: Path, error: QwenScribeError) -> None:
+        self.failed += 1
+        self.exit_code = self.exit_code or error.exit_code
+        # The message usually names the file already.
+        where = "" if str(path) in error.message else f"{path}: "
+        stderr.print(Text(f"failed: {where}{error.message}", style="red"))
+
+    def finish(self) -> None:
+        stderr.print(f"{self.written} written, {self.skipped} skipped, {self.failed} failed")
+        if self.exit_code:
+            raise typer.Exit(self.exit_code)
+
+
 @app.command()
 @friendly_errors
 def transcribe(
     inputs: Annotated[list[Path], typer.Argument(help="Audio or video files.")],
+    formats: FormatOption = None,
+    output_dir: OutputDirOption = None,
     model: Annotated[
         str,
         typer.Option(
@@ -110,6 +245,17 @@ def transcribe(
         str,
         typer.Option("--context", "-c", help="Background text or hotwords for the model."),
     ] = "",
+    align: Annotated[
+        bool,
+        typer.Option("--align/--no-align", help="Word timing with Qwen3-ForcedAligner."),
+    ] = True,
+    aligner_model: Annotated[
+        str,
+        typer.Option(
+            "--aligner-model",
+            help="aligner, a Hugging Face id, or a checkpoint or converted folder.",
+        ),
+    ] = "aligner",
     runtime: Annotated[
         str, typer.Option("--runtime", help="hybrid (ONNX Runtime + llama.cpp) or transformers.")
     ] = "hybrid",
@@ -137,15 +283,29 @@ def transcribe(
     parallel: Annotated[
         int, typer.Option("--parallel", help="Chunks decoded together as parallel sequences.")
     ] = 4,
+    max_line_width: MaxLineWidthOption = None,
+    max_lines: MaxLinesOption = None,
+    preset: PresetOption = Preset.auto,
+    karaoke: KaraokeOption = False,
+    word_lrc: WordLrcOption = False,
+    overwrite: OverwriteOption = False,
+    print_text: Annotated[
+        bool, typer.Option("--print-text", help="Also print each file's text to stdout.")
+    ] = False,
 ) -> None:
-    """Transcribe audio and video files; the text goes to stdout, one block per file.
+    """Transcribe audio and video files into subtitle files (default: SRT beside each input).
 
-    (Subtitle files and folders of inputs come with the subtitle writers.)
+    An input whose files all exist is skipped unless --overwrite; an input that fails is
+    reported and the others go on (the exit status is then the first failure's).
     """
     from qwenscribe.core.engine import ASREngineConfig, QwenASREngine
+    from qwenscribe.pipeline import SubtitleOptions, transcribe_or_empty, write_outputs
 
     _check_inputs(inputs)
+    wanted = _formats(formats)
+    shaping = _Shaping(preset, max_line_width, max_lines)
     forced_language = language_name(language) if language else None
+    plans = _plan_outputs(inputs, wanted, output_dir)
     config = ASREngineConfig(
         model=model,
         runtime=runtime,  # type: ignore[arg-type]
@@ -156,6 +316,8 @@ def transcribe(
         vad=vad,
         max_chunk_s=max_chunk,
         parallel_sequences=parallel,
+        align=align,
+        aligner_model=aligner_model,
     )
     table = Table(title="qwenscribe", show_header=False)
     table.add_row("inputs", ", ".join(str(path) for path in inputs))
@@ -164,21 +326,101 @@ def transcribe(
     if runtime == "hybrid":
         table.add_row("precision", f"encoder {encoder_precision}, decoder {decoder_quant}")
     table.add_row("language", forced_language or "detect")
+    table.add_row("word timing", aligner_model if align else "off")
+    table.add_row("output", f"{', '.join(wanted)} in {output_dir or 'the folder of each input'}")
+    table.add_row("layout", shaping.describe())
     table.add_row("cache", str(qwenscribe_home()))
     stderr.print(table)
-    with stderr.status("loading the model ..."):
-        engine = QwenASREngine(config)
-    with engine:
-        for path in inputs:
-            with stderr.status(f"transcribing {path} ..."):
-                result = engine.transcribe(path, language=forced_language, context=context)
-            stdout.print(result.text, soft_wrap=True, markup=False, highlight=False)
-            stats = result.stats
-            stderr.print(
-                f"{path}: {stats.audio_s:.1f} s of audio in {stats.wall_s:.1f} s "
-                f"(real-time factor {stats.real_time_factor or 0:.3f}), "
-                f"language {result.language or 'none'}"
-            )
+
+    tally = _Tally()
+    todo = []
+    for path, plan in zip(inputs, plans, strict=True):
+        if not overwrite and all(target.exists() for target in plan.values()):
+            stderr.print(f"{path}: skipped (exists)", highlight=False)
+            tally.skipped += 1
+        else:
+            todo.append((path, plan))
+    if todo:
+        if output_dir is not None:
+            output_dir.mkdir(parents=True, exist_ok=True)
+        with stderr.status("loading the model ..."):
+            engine = QwenASREngine(config)
+        with engine:
+            for path, plan in todo:
+                try:
+                    with stderr.status(f"transcribing {path} ..."):
+                        result = transcribe_or_empty(
+                            engine, path, language=forced_language, context=context
+                        )
+                    options = SubtitleOptions(
+                        shaping=shaping.for_language(result.language),
+                        karaoke=karaoke,
+                        word_lrc=word_lrc,
+                    )
+                    written = write_outputs(result, plan, options)
+                except QwenScribeError as error:
+                    tally.fail(path, error)
+                    continue
+                tally.written += 1
+                if print_text:
+                    stdout.print(result.text, soft_wrap=True, markup=False, highlight=False)
+                stats = result.stats
+                stderr.print(
+                    f"{path}: {stats.audio_s:.1f} s of audio in {stats.wall_s:.1f} s "
+                    f"(real-time factor {stats.real_time_factor or 0:.3f}), "
+                    f"language {result.language or 'none'} -> "
+                    + ", ".join(str(target) for target in written),
+                    highlight=False,
+                )
+    tally.finish()
+
+
+@app.command()
+@friendly_errors
+def render(
+    transcripts: Annotated[
+        list[Path], typer.Argument(help="Transcript .json files written by qwenscribe.")
+    ],
+    formats: FormatOption = None,
+    output_dir: OutputDirOption = None,
+    max_line_width: MaxLineWidthOption = None,
+    max_lines: MaxLinesOption = None,
+    preset: PresetOption = Preset.auto,
+    karaoke: KaraokeOption = False,
+    word_lrc: WordLrcOption = False,
+    overwrite: OverwriteOption = False,
+) -> None:
+    """Subtitles again from transcript JSON files, without running any model."""
+    from qwenscribe.subtitles.transcript_json import read_json
+    from qwenscribe.subtitles.writers import write_subtitles
+
+    _check_inputs(transcripts)
+    wanted = _formats(formats)
+    shaping = _Shaping(preset, max_line_width, max_lines)
+    plans = _plan_outputs(transcripts, wanted, output_dir)
+    if output_dir is not None:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    tally = _Tally()
+    for path, plan in zip(transcripts, plans, strict=True):
+        if not overwrite and all(target.exists() for target in plan.values()):
+            stderr.print(f"{path}: skipped (exists)", highlight=False)
+            tally.skipped += 1
+            continue
+        try:
+            transcript = read_json(path)
+            options = shaping.for_language(transcript.language)
+            written = [
+                write_subtitles(
+                    transcript, target, fmt, options, karaoke=karaoke, word_lrc=word_lrc
+                )
+                for fmt, target in plan.items()
+            ]
+        except QwenScribeError as error:
+            tally.fail(path, error)
+            continue
+        tally.written += 1
+        stderr.print(f"{path} -> " + ", ".join(str(target) for target in written), highlight=False)
+    tally.finish()
 
 
 @app.command()
