@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -292,8 +293,10 @@ def test_a_corrupt_file_fails_alone(data_dir, checkpoints, tmp_path):
     assert result.exit_code == 4
     assert sorted(path.name for path in out.iterdir()) == ["en_speech.srt", "video_with_audio.srt"]
     failures = [line for line in result.output.splitlines() if "corrupt.mp3" in line]
-    assert len(failures) == 2  # the inputs row of the table, and one line saying what went wrong
+    # The inputs row of the table, one line saying what went wrong, its row in the summary.
+    assert len(failures) == 3
     assert "failed" in failures[1]
+    assert failures[2].split()[-2] == "failed"
     assert "2 written, 0 skipped, 1 failed" in result.output
     assert "Traceback" not in result.output
 
@@ -360,3 +363,163 @@ def test_render_a_file_that_is_not_a_transcript(tmp_path):
     missing = runner.invoke(app, ["render", str(tmp_path / "gone.json")], env={"COLUMNS": "300"})
     assert missing.exit_code == 4
     assert "No such file or folder" in missing.output
+
+
+# -- many inputs: folders, lists, globs, naming, scripting output, Ctrl-C ------------
+
+
+def _copy(source, *targets):
+    for target in targets:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(source.read_bytes())
+
+
+def _tree(root):
+    return sorted(path.relative_to(root).as_posix() for path in root.rglob("*") if path.is_file())
+
+
+def test_a_folder_tree_is_mirrored_into_the_output_folder(data_dir, checkpoints, tmp_path):
+    lib, out = tmp_path / "lib", tmp_path / "out"
+    _copy(data_dir / "en_speech.wav", lib / "top.wav", lib / "album" / "cd1" / "one.wav")
+    (lib / "album" / "cover.jpg").write_bytes(b"not media")
+    flat = _transcribe(checkpoints, tmp_path, lib, "--no-align", "-o", out)
+    assert flat.exit_code == 0, flat.output
+    assert _tree(out) == ["top.srt"]  # without --recursive, only the folder itself
+    deep = _transcribe(checkpoints, tmp_path, lib, "--recursive", "--no-align", "-o", out)
+    assert deep.exit_code == 0, deep.output
+    assert _tree(out) == ["album/cd1/one.srt", "top.srt"]
+    assert "1 written, 1 skipped, 0 failed" in deep.output
+    assert "summary" in deep.output  # the closing table
+
+
+def test_list_file_and_glob_inputs(data_dir, checkpoints, tmp_path, monkeypatch):
+    media = tmp_path / "media"
+    _copy(data_dir / "en_speech.wav", media / "a.wav", media / "b.wav", media / "c.wav")
+    listing = tmp_path / "lists" / "todo.txt"
+    listing.parent.mkdir()
+    listing.write_text("# first batch\n\n../media/b.wav\n", encoding="utf-8")
+    monkeypatch.chdir(media)  # the list's entries are relative to the list, not here
+    listed = _transcribe(checkpoints, tmp_path, f"@{listing}", "--no-align")
+    assert listed.exit_code == 0, listed.output
+    assert _tree(media) == ["a.wav", "b.srt", "b.wav", "c.wav"]
+    globbed = _transcribe(checkpoints, tmp_path, str(media / "[ac].wav"), "--no-align")
+    assert globbed.exit_code == 0, globbed.output
+    assert _tree(media) == ["a.srt", "a.wav", "b.srt", "b.wav", "c.srt", "c.wav"]
+
+
+def test_same_stem_inputs_keep_their_extension(data_dir, checkpoints, tmp_path):
+    media = tmp_path / "media"
+    _copy(data_dir / "en_speech.wav", media / "a.wav")
+    _copy(data_dir / "en_long.flac", media / "a.flac")
+    result = _transcribe(checkpoints, tmp_path, media, "--no-align", "-f", "json")
+    assert result.exit_code == 0, result.output
+    assert _tree(media) == ["a.flac", "a.flac.json", "a.wav", "a.wav.json"]
+    assert read_json(media / "a.wav.json").duration != read_json(media / "a.flac.json").duration
+
+
+def test_json_lines_carry_outputs_and_stats(data_dir, checkpoints, tmp_path):
+    out = tmp_path / "out"
+    inputs = [data_dir / "en_speech.wav", data_dir / "corrupt.mp3"]
+    result = _transcribe(checkpoints, tmp_path, *inputs, "--no-align", "--json", "-o", out)
+    assert result.exit_code == 4
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["input"] for line in lines] == [str(path) for path in inputs]
+    good, bad = lines
+    assert (good["status"], good["error"]) == ("written", None)
+    assert good["outputs"] == [str(out / "en_speech.srt")]
+    assert good["stats"]["audio_s"] == pytest.approx(5.8, abs=0.1)
+    assert good["stats"]["wall_s"] > 0
+    assert bad["status"] == "failed"
+    assert "corrupt.mp3" in bad["error"]
+    assert bad["stats"] is None
+    again = _transcribe(checkpoints, tmp_path, inputs[0], "--no-align", "--json", "-o", out)
+    assert json.loads(again.stdout)["status"] == "skipped"
+
+
+def test_quiet_prints_nothing_on_success(data_dir, checkpoints, tmp_path):
+    result = _transcribe(
+        checkpoints, tmp_path, data_dir / "en_speech.wav", "--no-align", "--quiet", "-o", tmp_path
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output == ""
+    assert (tmp_path / "en_speech.srt").exists()
+
+
+def test_verbose_prints_the_segments_as_they_come(data_dir, checkpoints, tmp_path):
+    result = _transcribe(
+        checkpoints,
+        tmp_path,
+        data_dir / "en_speech.wav",
+        "--no-align",
+        "-v",
+        "-o",
+        tmp_path,
+        "-f",
+        "json",
+    )
+    assert result.exit_code == 0, result.output
+    for segment in read_json(tmp_path / "en_speech.json").segments:
+        assert segment.text.strip() in result.stderr
+    assert result.stdout == ""
+
+
+def test_ctrl_c_stops_cleanly_after_the_finished_files(
+    data_dir, checkpoints, tmp_path, monkeypatch
+):
+    from qwenscribe.core.engine import QwenASREngine
+
+    calls = []
+    real = QwenASREngine.transcribe_stream
+
+    def interrupted_on_second(self, audio, **kwargs):
+        calls.append(audio)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self, audio, **kwargs)
+
+    monkeypatch.setattr(QwenASREngine, "transcribe_stream", interrupted_on_second)
+    media, out = tmp_path / "media", tmp_path / "out"
+    _copy(data_dir / "en_speech.wav", media / "a.wav", media / "b.wav", media / "c.wav")
+    result = _transcribe(
+        checkpoints, tmp_path, media, "--no-align", "-f", "srt", "-f", "vtt", "-o", out
+    )
+    assert result.exit_code == 130
+    assert len(calls) == 2  # nothing after the interruption
+    assert _tree(out) == ["a.srt", "a.vtt"]  # complete files only, no temporary ones
+    assert "-->" in (out / "a.srt").read_text(encoding="utf-8")
+    assert "1 written, 0 skipped, 0 failed, interrupted" in result.output
+    assert "Traceback" not in result.output
+
+    calls.clear()
+    scripted = _transcribe(
+        checkpoints, tmp_path, media, "--no-align", "--json", "-o", tmp_path / "j"
+    )
+    assert scripted.exit_code == 130
+    assert [json.loads(line)["status"] for line in scripted.stdout.splitlines()] == [
+        "written",
+        "interrupted",
+    ]
+
+
+def test_touch_album_sets_the_first_level_folder_mtime(data_dir, checkpoints, tmp_path):
+    lib = tmp_path / "lib"
+    song = lib / "album" / "cd1" / "one.wav"
+    _copy(data_dir / "en_speech.wav", song)
+    for folder in (lib / "album", lib / "album" / "cd1"):
+        os.utime(folder, (1_000_000, 1_000_000))
+    plain = _transcribe(checkpoints, tmp_path, lib, "-r", "--no-align", "-o", tmp_path / "a")
+    assert plain.exit_code == 0, plain.output
+    assert (lib / "album").stat().st_mtime == 1_000_000  # untouched without the option
+    touched = _transcribe(
+        checkpoints, tmp_path, lib, "-r", "--no-align", "-o", tmp_path / "b", "--touch-album"
+    )
+    assert touched.exit_code == 0, touched.output
+    assert (lib / "album").stat().st_mtime > 1_000_000
+    assert (lib / "album" / "cd1").stat().st_mtime == 1_000_000  # only the first level
+
+
+def test_a_folder_without_media_is_an_input_error(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello", encoding="utf-8")
+    result = runner.invoke(app, ["transcribe", str(tmp_path)], env={"COLUMNS": "300"})
+    assert result.exit_code == 4
+    assert "No media files found" in result.output

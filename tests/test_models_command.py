@@ -124,10 +124,6 @@ def test_remove_by_name_removes_the_hub_entry_and_its_conversions(home, checkpoi
 def test_wired_into_the_main_cli():
     from qwenscribe.cli import app as main_app
 
-    names = {command.name for command in main_app.registered_commands}
-    groups = {group.name for group in main_app.registered_groups}
-    if "doctor" not in names and "models" not in groups:
-        pytest.skip("cli.py does not call cli_extra.register yet")
     result = runner.invoke(main_app, ["models", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["known"]

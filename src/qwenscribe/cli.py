@@ -7,25 +7,44 @@ code, never a traceback.
 from __future__ import annotations
 
 import functools
+import json
 import logging
+import os
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TaskID,
+    TaskProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
 from qwenscribe import __version__
-from qwenscribe.errors import InputError, QwenScribeError
+from qwenscribe.batch import expand_inputs, plan_outputs
+from qwenscribe.core.transcript import Stats
+from qwenscribe.errors import InputError, NoAudioError, QwenScribeError
 from qwenscribe.model.prompt import language_name
 from qwenscribe.model.resolve import DEFAULT_MODEL
 from qwenscribe.paths import qwenscribe_home
 from qwenscribe.subtitles.shaping import CJK, LATIN, ShapingOptions, preset_for_language
 from qwenscribe.subtitles.writers import FORMATS, normalize_format
+
+if TYPE_CHECKING:
+    from qwenscribe.core.engine import QwenASREngine
+    from qwenscribe.core.transcript import Transcript
+
+log = logging.getLogger(__name__)
 
 app = typer.Typer(
     name="qwenscribe",
@@ -79,16 +98,6 @@ def _main(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-
-
-def _check_inputs(inputs: list[Path]) -> list[Path]:
-    missing = [str(path) for path in inputs if not path.exists()]
-    if missing:
-        raise InputError(
-            f"No such file or folder: {', '.join(missing)}.",
-            "Check the path (quote names that contain spaces).",
-        )
-    return inputs
 
 
 class Preset(str, Enum):
@@ -172,57 +181,237 @@ def _formats(given: list[str] | None) -> list[str]:
     return list(dict.fromkeys(normalize_format(fmt) for fmt in given or ["srt"]))
 
 
-def _plan_outputs(
-    inputs: list[Path], formats: list[str], output_dir: Path | None
-) -> list[dict[str, Path]]:
-    """{format: path} for each input: its stem and the format's suffix, in `output_dir` or
-    beside it. Two inputs that would write the same file are refused before any work."""
-    plans = [
-        {fmt: (output_dir or path.parent) / f"{path.stem}.{fmt}" for fmt in formats}
-        for path in inputs
-    ]
-    seen: dict[Path, Path] = {}
-    for path, plan in zip(inputs, plans, strict=True):
-        for target in plan.values():
-            key = target.resolve()
-            if key == path.resolve():
-                raise InputError(
-                    f"Writing {target} would replace the input {path}.",
-                    "Choose another --output-dir or format.",
-                )
-            if key in seen and seen[key] != path:
-                raise InputError(
-                    f"{seen[key]} and {path} would both be written to {target}.",
-                    "Give them different names, or transcribe them into different folders.",
-                )
-            seen[key] = path
-    return plans
+class _Mode(str, Enum):
+    normal = "normal"
+    quiet = "quiet"  # errors only
+    json = "json"  # one JSON object per file on stdout; errors only on stderr
+
+
+@dataclass
+class _FileResult:
+    """What happened to one input: for the JSON lines and the closing table."""
+
+    input: Path
+    outputs: list[Path]
+    status: str  # written, skipped, failed, interrupted
+    error: str | None = None
+    stats: Stats | None = None
+
+    def as_json(self) -> str:
+        return json.dumps(
+            {
+                "input": str(self.input),
+                "outputs": [str(path) for path in self.outputs],
+                "status": self.status,
+                "error": self.error,
+                "stats": self.stats.as_dict() if self.stats is not None else None,
+            },
+            ensure_ascii=False,
+        )
 
 
 class _Tally:
-    """Counts of inputs written, skipped and failed, and the exit code of the first failure."""
+    """The results so far, counts of each outcome, and the exit code of the first failure."""
 
-    def __init__(self) -> None:
-        self.written = self.skipped = self.failed = 0
+    def __init__(self, mode: _Mode = _Mode.normal) -> None:
+        self.mode = mode
+        self.results: list[_FileResult] = []
         self.exit_code = 0
+        self.interrupted = False
 
-    def fail(self, path: Path, error: QwenScribeError) -> None:
-        self.failed += 1
+    def count(self, status: str) -> int:
+        return sum(result.status == status for result in self.results)
+
+    def add(self, result: _FileResult) -> None:
+        self.results.append(result)
+        if self.mode is _Mode.json:
+            typer.echo(result.as_json())
+        elif self.mode is _Mode.normal and result.status == "skipped":
+            stderr.print(f"{result.input}: skipped (exists)", highlight=False)
+
+    def fail(self, path: Path, outputs: list[Path], error: QwenScribeError) -> None:
         self.exit_code = self.exit_code or error.exit_code
         # The message usually names the file already.
         where = "" if str(path) in error.message else f"{path}: "
         stderr.print(Text(f"failed: {where}{error.message}", style="red"))
+        self.add(_FileResult(path, outputs, "failed", error.message))
 
-    def finish(self) -> None:
-        stderr.print(f"{self.written} written, {self.skipped} skipped, {self.failed} failed")
+    def interrupt(self, path: Path, outputs: list[Path]) -> None:
+        self.interrupted = True
+        self.add(_FileResult(path, outputs, "interrupted"))
+
+    def finish(self, table: bool = False) -> None:
+        if self.mode is _Mode.normal:
+            if table and any(result.stats is not None for result in self.results):
+                stderr.print(_summary_table(self.results))
+            line = (
+                f"{self.count('written')} written, {self.count('skipped')} skipped, "
+                f"{self.count('failed')} failed"
+            )
+            stderr.print(line + (", interrupted" if self.interrupted else ""), highlight=False)
+        if self.interrupted:
+            if self.mode is not _Mode.normal:
+                stderr.print("[yellow]interrupted[/]")
+            raise typer.Exit(130)
         if self.exit_code:
             raise typer.Exit(self.exit_code)
+
+
+def _seconds(value: float | None, digits: int = 1) -> str:
+    return "" if value is None else f"{value:.{digits}f} s"
+
+
+def _summary_table(results: list[_FileResult]) -> Table:
+    table = Table(title="summary")
+    for name in ("file", "audio", "wall", "RTF", "decode", "encoder", "decoder", "align"):
+        table.add_column(name, justify="left" if name == "file" else "right")
+    table.add_column("status")
+    for result in results:
+        stats = result.stats
+        cells = [""] * 7
+        if stats is not None:
+            rtf = stats.real_time_factor
+            cells = [
+                _seconds(stats.audio_s),
+                _seconds(stats.wall_s),
+                "" if rtf is None else f"{rtf:.3f}",
+                _seconds(stats.decode_s + stats.vad_s + stats.mel_s, 2),
+                _seconds(stats.encoder_s, 2),
+                _seconds(stats.prefill_s + stats.generation_s, 2),
+                _seconds(stats.align_s, 2),
+            ]
+        style = {"failed": "red", "interrupted": "yellow", "skipped": "dim"}.get(result.status)
+        table.add_row(str(result.input), *cells, Text(result.status, style=style or ""))
+    return table
+
+
+def _durations(paths: list[Path]) -> list[float | None]:
+    """Each file's stated audio length (for progress and ETA); None where unknown."""
+    from qwenscribe.audio.decode import audio_duration
+
+    lengths: list[float | None] = []
+    for path in paths:
+        try:
+            lengths.append(audio_duration(path))
+        except QwenScribeError:
+            lengths.append(None)  # reported when it is transcribed
+    return lengths
+
+
+class _FileProgress:
+    """Rich progress: a bar per file (by audio seconds) and an overall bar with ETA (by audio
+    seconds when every length is known, else by files). With `verbose`, the text as it is
+    decoded shows beside the file's bar and each finished segment is printed."""
+
+    def __init__(self, lengths: list[float | None], *, enabled: bool, verbose: bool) -> None:
+        self.lengths = lengths
+        self.by_seconds = bool(lengths) and all(length is not None for length in lengths)
+        self.verbose = verbose and enabled
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TaskProgressColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[tail]}", style="cyan"),
+            console=stderr,
+            transient=True,
+            disable=not enabled,
+        )
+        total = sum(lengths) if self.by_seconds else len(lengths)  # type: ignore[arg-type]
+        self.overall = self.progress.add_task(
+            f"all {len(lengths)} files", total=total or None, tail=""
+        )
+        self.done = 0.0
+        self.current: TaskID | None = None
+        self.current_length: float | None = None
+        self.chunks: dict[int, str] = {}
+
+    def __enter__(self) -> _FileProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def print(self, *args: object, **kwargs: object) -> None:
+        self.progress.console.print(*args, **kwargs)  # type: ignore[arg-type]
+
+    def start_file(self, index: int, path: Path) -> None:
+        self.current_length = self.lengths[index]
+        self.chunks = {}
+        self.current = self.progress.add_task(path.name, total=self.current_length or None, tail="")
+
+    def on_event(self, event: object) -> None:
+        from qwenscribe.core.engine import ChunkRetried, SegmentReady, TextDelta
+
+        if self.current is None:
+            return
+        if isinstance(event, TextDelta):
+            self.chunks[event.chunk_index] = self.chunks.get(event.chunk_index, "") + event.text
+            if self.verbose:
+                tail = " ".join(self.chunks[event.chunk_index].split())[-60:]
+                self.progress.update(self.current, tail=tail)
+        elif isinstance(event, ChunkRetried):
+            self.chunks.pop(event.chunk_index, None)
+        elif isinstance(event, SegmentReady) and event.segment is not None:
+            segment = event.segment
+            if self.current_length:
+                position = min(segment.end, self.current_length)
+                self.progress.update(self.current, completed=position)
+                if self.by_seconds:
+                    self.progress.update(self.overall, completed=self.done + position)
+            if self.verbose:
+                self.print(
+                    Text(f"[{segment.start:7.2f} → {segment.end:7.2f}] ", style="dim")
+                    + Text(segment.text.strip())
+                )
+
+    def finish_file(self) -> None:
+        if self.current is not None:
+            self.progress.remove_task(self.current)
+            self.current = None
+        self.done += (self.current_length or 0.0) if self.by_seconds else 1
+        self.progress.update(self.overall, completed=self.done)
+
+
+def _transcribe_streaming(
+    engine: QwenASREngine,
+    path: Path,
+    language: str | None,
+    context: str,
+    on_event: Callable[[object], None],
+) -> Transcript:
+    """The transcript of one file, passing the engine's events on as they come; a file without
+    audio gives an empty transcript, as in `pipeline.transcribe_or_empty`."""
+    from qwenscribe.core.engine import TranscriptReady
+    from qwenscribe.pipeline import transcribe_or_empty
+
+    try:
+        for event in engine.transcribe_stream(path, language=language, context=context):
+            if isinstance(event, TranscriptReady):
+                return event.transcript
+            on_event(event)
+    except NoAudioError:
+        pass
+    return transcribe_or_empty(engine, path, language=language, context=context)
+
+
+def _touch(folder: Path | None) -> None:
+    if folder is None:
+        return
+    try:
+        os.utime(folder, None)
+    except OSError as error:
+        log.warning("Could not set the modification time of %s: %s", folder, error)
 
 
 @app.command()
 @friendly_errors
 def transcribe(
-    inputs: Annotated[list[Path], typer.Argument(help="Audio or video files.")],
+    inputs: Annotated[
+        list[str],
+        typer.Argument(help="Audio or video files, folders, glob patterns, @list.txt files."),
+    ],
     formats: FormatOption = None,
     output_dir: OutputDirOption = None,
     model: Annotated[
@@ -292,20 +481,49 @@ def transcribe(
     print_text: Annotated[
         bool, typer.Option("--print-text", help="Also print each file's text to stdout.")
     ] = False,
+    recursive: Annotated[
+        bool, typer.Option("--recursive", "-r", help="Look for media in subfolders too.")
+    ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show the text as it is decoded.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="Print errors only.")] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="One JSON object per file on stdout (errors only on stderr)."),
+    ] = False,
+    touch_album: Annotated[
+        bool,
+        typer.Option(
+            "--touch-album",
+            help="After writing, set the modification time of the input's first-level "
+            "subfolder (below the folder argument) to now.",
+        ),
+    ] = False,
 ) -> None:
     """Transcribe audio and video files into subtitle files (default: SRT beside each input).
 
-    An input whose files all exist is skipped unless --overwrite; an input that fails is
-    reported and the others go on (the exit status is then the first failure's).
+    Inputs are files, folders (their media files; --recursive descends), glob patterns, and
+    @list.txt files (one path per line). An input whose files all exist is skipped unless
+    --overwrite; an input that fails is reported and the others go on (the exit status is then
+    the first failure's). Ctrl-C stops cleanly with status 130, leaving no partial files.
     """
     from qwenscribe.core.engine import ASREngineConfig, QwenASREngine
-    from qwenscribe.pipeline import SubtitleOptions, transcribe_or_empty, write_outputs
+    from qwenscribe.pipeline import SubtitleOptions, write_outputs
 
-    _check_inputs(inputs)
+    mode = _Mode.json if as_json else _Mode.quiet if quiet else _Mode.normal
+    if mode is not _Mode.normal:
+        logging.getLogger("qwenscribe").setLevel(logging.ERROR)  # warnings are not errors
+    items = expand_inputs(inputs, recursive=recursive)
+    if not items:
+        raise InputError(
+            f"No media files found in {', '.join(map(str, inputs))}.",
+            "Add --recursive to look in subfolders, or name the files.",
+        )
     wanted = _formats(formats)
     shaping = _Shaping(preset, max_line_width, max_lines)
     forced_language = language_name(language) if language else None
-    plans = _plan_outputs(inputs, wanted, output_dir)
+    plans = plan_outputs(items, wanted, output_dir)
     config = ASREngineConfig(
         model=model,
         runtime=runtime,  # type: ignore[arg-type]
@@ -319,67 +537,84 @@ def transcribe(
         align=align,
         aligner_model=aligner_model,
     )
-    table = Table(title="qwenscribe", show_header=False)
-    table.add_row("inputs", ", ".join(str(path) for path in inputs))
-    table.add_row("model", model)
-    table.add_row("runtime", f"{runtime} on {device}")
-    if runtime == "hybrid":
-        table.add_row("precision", f"encoder {encoder_precision}, decoder {decoder_quant}")
-    table.add_row("language", forced_language or "detect")
-    table.add_row("word timing", aligner_model if align else "off")
-    table.add_row("output", f"{', '.join(wanted)} in {output_dir or 'the folder of each input'}")
-    table.add_row("layout", shaping.describe())
-    table.add_row("cache", str(qwenscribe_home()))
-    stderr.print(table)
+    if mode is _Mode.normal:
+        table = Table(title="qwenscribe", show_header=False)
+        shown = ", ".join(map(str, inputs))
+        if len(items) != len(inputs):
+            shown += f" ({len(items)} files)"
+        table.add_row("inputs", shown)
+        table.add_row("model", model)
+        table.add_row("runtime", f"{runtime} on {device}")
+        if runtime == "hybrid":
+            table.add_row("precision", f"encoder {encoder_precision}, decoder {decoder_quant}")
+        table.add_row("language", forced_language or "detect")
+        table.add_row("word timing", aligner_model if align else "off")
+        where = output_dir or "the folder of each input"
+        table.add_row("output", f"{', '.join(wanted)} in {where}")
+        table.add_row("layout", shaping.describe())
+        table.add_row("cache", str(qwenscribe_home()))
+        stderr.print(table)
 
-    tally = _Tally()
+    tally = _Tally(mode)
     todo = []
-    for path, plan in zip(inputs, plans, strict=True):
-        if not overwrite and all(target.exists() for target in plan.values()):
-            stderr.print(f"{path}: skipped (exists)", highlight=False)
-            tally.skipped += 1
+    for plan in plans:
+        targets = list(plan.outputs.values())
+        if not overwrite and all(target.exists() for target in targets):
+            tally.add(_FileResult(plan.input.path, targets, "skipped"))
         else:
-            todo.append((path, plan))
+            todo.append(plan)
     if todo:
-        if output_dir is not None:
-            output_dir.mkdir(parents=True, exist_ok=True)
-        with stderr.status("loading the model ..."):
+        lengths = _durations([plan.input.path for plan in todo])
+        with stderr.status("loading the model ...") if mode is _Mode.normal else nullcontext():
             engine = QwenASREngine(config)
-        with engine:
-            for path, plan in todo:
+        with (
+            engine,
+            _FileProgress(lengths, enabled=mode is _Mode.normal, verbose=verbose) as progress,
+        ):
+            for index, plan in enumerate(todo):
+                path, targets = plan.input.path, list(plan.outputs.values())
+                progress.start_file(index, path)
                 try:
-                    with stderr.status(f"transcribing {path} ..."):
-                        result = transcribe_or_empty(
-                            engine, path, language=forced_language, context=context
-                        )
+                    result = _transcribe_streaming(
+                        engine, path, forced_language, context, progress.on_event
+                    )
                     options = SubtitleOptions(
                         shaping=shaping.for_language(result.language),
                         karaoke=karaoke,
                         word_lrc=word_lrc,
                     )
-                    written = write_outputs(result, plan, options)
+                    written = write_outputs(result, plan.outputs, options)
                 except QwenScribeError as error:
-                    tally.fail(path, error)
+                    tally.fail(path, targets, error)
                     continue
-                tally.written += 1
-                if print_text:
+                except KeyboardInterrupt:
+                    tally.interrupt(path, targets)
+                    break
+                finally:
+                    progress.finish_file()
+                if touch_album:
+                    _touch(plan.input.album_folder)
+                tally.add(_FileResult(path, written, "written", stats=result.stats))
+                if print_text and mode is not _Mode.json:
                     stdout.print(result.text, soft_wrap=True, markup=False, highlight=False)
-                stats = result.stats
-                stderr.print(
-                    f"{path}: {stats.audio_s:.1f} s of audio in {stats.wall_s:.1f} s "
-                    f"(real-time factor {stats.real_time_factor or 0:.3f}), "
-                    f"language {result.language or 'none'} -> "
-                    + ", ".join(str(target) for target in written),
-                    highlight=False,
-                )
-    tally.finish()
+                if mode is _Mode.normal:
+                    stats = result.stats
+                    progress.print(
+                        f"{path}: {stats.audio_s:.1f} s of audio in {stats.wall_s:.1f} s "
+                        f"(real-time factor {stats.real_time_factor or 0:.3f}), "
+                        f"language {result.language or 'none'} -> "
+                        + ", ".join(str(target) for target in written),
+                        highlight=False,
+                    )
+    tally.finish(table=True)
 
 
 @app.command()
 @friendly_errors
 def render(
     transcripts: Annotated[
-        list[Path], typer.Argument(help="Transcript .json files written by qwenscribe.")
+        list[str],
+        typer.Argument(help="Transcript .json files written by qwenscribe (or their folders)."),
     ],
     formats: FormatOption = None,
     output_dir: OutputDirOption = None,
@@ -389,22 +624,23 @@ def render(
     karaoke: KaraokeOption = False,
     word_lrc: WordLrcOption = False,
     overwrite: OverwriteOption = False,
+    recursive: Annotated[
+        bool, typer.Option("--recursive", "-r", help="Look for .json files in subfolders too.")
+    ] = False,
 ) -> None:
     """Subtitles again from transcript JSON files, without running any model."""
     from qwenscribe.subtitles.transcript_json import read_json
     from qwenscribe.subtitles.writers import write_subtitles
 
-    _check_inputs(transcripts)
+    items = expand_inputs(transcripts, recursive=recursive, extensions=(".json",))
     wanted = _formats(formats)
     shaping = _Shaping(preset, max_line_width, max_lines)
-    plans = _plan_outputs(transcripts, wanted, output_dir)
-    if output_dir is not None:
-        output_dir.mkdir(parents=True, exist_ok=True)
+    plans = plan_outputs(items, wanted, output_dir)
     tally = _Tally()
-    for path, plan in zip(transcripts, plans, strict=True):
-        if not overwrite and all(target.exists() for target in plan.values()):
-            stderr.print(f"{path}: skipped (exists)", highlight=False)
-            tally.skipped += 1
+    for plan in plans:
+        path, targets = plan.input.path, list(plan.outputs.values())
+        if not overwrite and all(target.exists() for target in targets):
+            tally.add(_FileResult(path, targets, "skipped"))
             continue
         try:
             transcript = read_json(path)
@@ -413,12 +649,12 @@ def render(
                 write_subtitles(
                     transcript, target, fmt, options, karaoke=karaoke, word_lrc=word_lrc
                 )
-                for fmt, target in plan.items()
+                for fmt, target in plan.outputs.items()
             ]
         except QwenScribeError as error:
-            tally.fail(path, error)
+            tally.fail(path, targets, error)
             continue
-        tally.written += 1
+        tally.add(_FileResult(path, written, "written"))
         stderr.print(f"{path} -> " + ", ".join(str(target) for target in written), highlight=False)
     tally.finish()
 
@@ -471,6 +707,12 @@ def convert(
         table.add_row(name, f"{info['bytes'] / 2**20:.1f}")
     stderr.print(table)
     stdout.print(str(result.folder))
+
+
+# `models` and `doctor` live in their own module; registered here so `app` has every command.
+from qwenscribe.cli_extra import register as _register_extra  # noqa: E402
+
+_register_extra(app, friendly_errors)
 
 
 def main() -> None:
