@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from rich.console import Console
+from rich.logging import RichHandler
 from rich.progress import (
     BarColumn,
     Progress,
@@ -94,9 +95,13 @@ def _main(
     ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what happens.")] = False,
 ) -> None:
+    # Through rich on the same console as the progress bars, so log lines print above them.
+    handler = RichHandler(console=stderr, show_time=False, show_path=False, markup=False)
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
+        format="%(name)s: %(message)s",
+        handlers=[handler],
+        force=True,
     )
 
 
