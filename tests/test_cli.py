@@ -523,3 +523,44 @@ def test_a_folder_without_media_is_an_input_error(tmp_path):
     result = runner.invoke(app, ["transcribe", str(tmp_path)], env={"COLUMNS": "300"})
     assert result.exit_code == 4
     assert "No media files found" in result.output
+
+
+def test_ctrl_c_in_a_real_process_leaves_no_partial_output(data_dir, checkpoints, tmp_path):
+    """SIGINT while a long input is being decoded: exit 130, and only complete files remain."""
+    import signal
+    import time
+    import wave
+
+    import numpy as np
+
+    long_wav = tmp_path / "long.wav"
+    rng = np.random.default_rng(0)
+    samples = (rng.standard_normal(16000 * 240) * 3000).astype("<i2")
+    with wave.open(str(long_wav), "wb") as handle:
+        handle.setnchannels(1)
+        handle.setsampwidth(2)
+        handle.setframerate(16000)
+        handle.writeframes(samples.tobytes())
+    out = tmp_path / "out"
+    env = dict(os.environ, QWENSCRIBE_HOME=str(tmp_path / "home"))
+    command = [
+        sys.executable, "-m", "qwenscribe", "transcribe", str(data_dir / "en_speech.wav"),
+        str(long_wav), "-m", str(checkpoints[("asr", "original")]), "--no-align", "--no-vad",
+        "--threads", "1", "-o", str(out), "-f", "srt", "-f", "json", "--json",
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    deadline = time.monotonic() + 120
+    while not (out / "en_speech.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)  # the first input is done: the long one is being decoded now
+    assert (out / "en_speech.json").exists(), process.communicate()[1]
+    time.sleep(1.0)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    statuses = {json.loads(line)["input"].rsplit("/", 1)[-1]: json.loads(line)["status"]
+                for line in stdout.splitlines()}  # fmt: skip
+    assert statuses == {"en_speech.wav": "written", "long.wav": "interrupted"}
+    assert sorted(path.name for path in out.iterdir()) == ["en_speech.json", "en_speech.srt"]
