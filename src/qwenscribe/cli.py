@@ -105,6 +105,14 @@ def _main(
     )
 
 
+def _quiet_log_handlers() -> None:
+    """Show only errors from now on, on this command's own log handlers (the loggers keep their
+    levels: library callers and other handlers still see the warnings)."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, RichHandler):
+            handler.setLevel(logging.ERROR)
+
+
 class Preset(str, Enum):
     latin = "latin"
     cjk = "cjk"
@@ -518,7 +526,7 @@ def transcribe(
 
     mode = _Mode.json if as_json else _Mode.quiet if quiet else _Mode.normal
     if mode is not _Mode.normal:
-        logging.getLogger("qwenscribe").setLevel(logging.ERROR)  # warnings are not errors
+        _quiet_log_handlers()  # warnings are not errors
     items = expand_inputs(inputs, recursive=recursive)
     if not items:
         raise InputError(
