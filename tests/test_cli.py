@@ -564,3 +564,28 @@ def test_ctrl_c_in_a_real_process_leaves_no_partial_output(data_dir, checkpoints
                 for line in stdout.splitlines()}  # fmt: skip
     assert statuses == {"en_speech.wav": "written", "long.wav": "interrupted"}
     assert sorted(path.name for path in out.iterdir()) == ["en_speech.json", "en_speech.srt"]
+
+
+def test_window_vad_and_cue_settings_reach_the_engine_and_the_files(
+    data_dir, checkpoints, tmp_path
+):
+    """--start/--duration pick a window whose times stay on the file's timeline; the VAD and
+    cue settings are accepted; contradictory cue settings are one clear input error."""
+    out = tmp_path / "out"
+    args = ["--start", "1", "--duration", "3", "--vad-threshold", "0.4", "--vad-min-silence"]
+    args += ["300", "--vad-pad", "50", "--vad-max-speech", "20", "--max-cue", "2.5"]
+    args += ["--min-cue", "0.5", "--min-gap", "0.2", "--pause-split", "0.4", "--no-align"]
+    result = _transcribe(
+        checkpoints, tmp_path, data_dir / "en_long.flac", *args, "-f", "json", "-o", out
+    )
+    assert result.exit_code == 0, result.output
+    transcript = read_json(out / "en_long.json")
+    assert transcript.duration == pytest.approx(3.0)
+    for segment in transcript.segments:
+        assert 1.0 <= segment.start <= segment.end <= 4.0 + 1e-6
+    bad = _transcribe(
+        checkpoints, tmp_path, data_dir / "en_long.flac", "--min-cue", "5", "--max-cue", "1"
+    )
+    assert bad.exit_code == 4
+    assert "The cue settings do not fit together" in bad.output
+    assert "Traceback" not in bad.output

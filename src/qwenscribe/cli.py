@@ -32,6 +32,7 @@ from rich.table import Table
 from rich.text import Text
 
 from qwenscribe import __version__
+from qwenscribe.audio.vad import VADOptions
 from qwenscribe.batch import expand_inputs, plan_outputs
 from qwenscribe.core.transcript import Stats
 from qwenscribe.errors import InputError, NoAudioError, QwenScribeError
@@ -140,6 +141,20 @@ MaxLineWidthOption = Annotated[
     typer.Option("--max-line-width", min=1, help="Columns per line (a CJK character counts 2)."),
 ]
 MaxLinesOption = Annotated[int | None, typer.Option("--max-lines", min=1, help="Lines per cue.")]
+MaxCueOption = Annotated[
+    float | None, typer.Option("--max-cue", min=0.1, help="Longest cue, in seconds (7).")
+]
+MinCueOption = Annotated[
+    float | None,
+    typer.Option("--min-cue", min=0.0, help="Shortest cue, in seconds (0.7); grown into silence."),
+]
+MinGapOption = Annotated[
+    float | None, typer.Option("--min-gap", min=0.0, help="Gap between cues, in seconds (0.08).")
+]
+PauseSplitOption = Annotated[
+    float | None,
+    typer.Option("--pause-split", min=0.0, help="A pause this long starts a new cue (0.6 s)."),
+]
 PresetOption = Annotated[
     Preset,
     typer.Option(
@@ -165,6 +180,10 @@ class _Shaping:
     preset: Preset
     max_line_width: int | None
     max_lines: int | None
+    max_cue_s: float | None = None
+    min_cue_s: float | None = None
+    min_gap_s: float | None = None
+    pause_split_s: float | None = None
 
     def for_language(self, language: str | None) -> ShapingOptions:
         if self.preset is Preset.latin:
@@ -173,12 +192,18 @@ class _Shaping:
             base = CJK
         else:
             base = preset_for_language(language)
-        changes: dict[str, int] = {}
-        if self.max_line_width is not None:
-            changes["max_line_width"] = self.max_line_width
-        if self.max_lines is not None:
-            changes["max_lines"] = self.max_lines
-        return replace(base, **changes)
+        changes = {
+            name: value
+            for name in (
+                "max_line_width", "max_lines", "max_cue_s", "min_cue_s", "min_gap_s",
+                "pause_split_s",
+            )
+            if (value := getattr(self, name)) is not None
+        }  # fmt: skip
+        try:
+            return replace(base, **changes)
+        except ValueError as error:
+            raise InputError(f"The cue settings do not fit together: {error}.") from None
 
     def describe(self) -> str:
         text = self.preset.value
@@ -393,20 +418,23 @@ def _transcribe_streaming(
     language: str | None,
     context: str,
     on_event: Callable[[object], None],
+    window: tuple[float, float | None] = (0.0, None),
 ) -> Transcript:
     """The transcript of one file, passing the engine's events on as they come; a file without
     audio gives an empty transcript, as in `pipeline.transcribe_or_empty`."""
     from qwenscribe.core.engine import TranscriptReady
     from qwenscribe.pipeline import transcribe_or_empty
 
+    start, duration = window
+    options = {"language": language, "context": context, "start": start, "duration": duration}
     try:
-        for event in engine.transcribe_stream(path, language=language, context=context):
+        for event in engine.transcribe_stream(path, **options):
             if isinstance(event, TranscriptReady):
                 return event.transcript
             on_event(event)
     except NoAudioError:
         pass
-    return transcribe_or_empty(engine, path, language=language, context=context)
+    return transcribe_or_empty(engine, path, **options)
 
 
 def _touch(folder: Path | None) -> None:
@@ -479,6 +507,29 @@ def transcribe(
     vad: Annotated[
         bool, typer.Option("--vad/--no-vad", help="Skip non-speech with Silero VAD.")
     ] = True,
+    vad_threshold: Annotated[
+        float, typer.Option("--vad-threshold", min=0.01, max=0.99, help="Speech probability.")
+    ] = 0.5,
+    vad_min_speech: Annotated[
+        int, typer.Option("--vad-min-speech", min=0, help="Shortest speech kept, in ms.")
+    ] = 250,
+    vad_min_silence: Annotated[
+        int, typer.Option("--vad-min-silence", min=0, help="Shortest pause that ends speech, ms.")
+    ] = 100,
+    vad_pad: Annotated[
+        int, typer.Option("--vad-pad", min=0, help="Audio kept around speech, in ms.")
+    ] = 30,
+    vad_max_speech: Annotated[
+        float | None,
+        typer.Option("--vad-max-speech", min=0.5, help="Longest speech run, in seconds."),
+    ] = None,
+    start: Annotated[
+        float, typer.Option("--start", min=0.0, help="Start this many seconds into each input.")
+    ] = 0.0,
+    duration: Annotated[
+        float | None,
+        typer.Option("--duration", min=0.01, help="Transcribe only this many seconds."),
+    ] = None,
     max_chunk: Annotated[
         float, typer.Option("--max-chunk", help="Longest chunk decoded at once, in seconds.")
     ] = 30.0,
@@ -487,6 +538,10 @@ def transcribe(
     ] = 4,
     max_line_width: MaxLineWidthOption = None,
     max_lines: MaxLinesOption = None,
+    max_cue: MaxCueOption = None,
+    min_cue: MinCueOption = None,
+    min_gap: MinGapOption = None,
+    pause_split: PauseSplitOption = None,
     preset: PresetOption = Preset.auto,
     karaoke: KaraokeOption = False,
     word_lrc: WordLrcOption = False,
@@ -534,7 +589,8 @@ def transcribe(
             "Add --recursive to look in subfolders, or name the files.",
         )
     wanted = _formats(formats)
-    shaping = _Shaping(preset, max_line_width, max_lines)
+    shaping = _Shaping(preset, max_line_width, max_lines, max_cue, min_cue, min_gap, pause_split)
+    shaping.for_language(None)  # contradictory settings fail here, before any work
     forced_language = language_name(language) if language else None
     plans = plan_outputs(items, wanted, output_dir)
     config = ASREngineConfig(
@@ -545,6 +601,13 @@ def transcribe(
         decoder_quant=decoder_quant,
         encoder_precision=encoder_precision,
         vad=vad,
+        vad_options=VADOptions(
+            threshold=vad_threshold,
+            min_speech_ms=vad_min_speech,
+            min_silence_ms=vad_min_silence,
+            speech_pad_ms=vad_pad,
+            max_speech_s=vad_max_speech if vad_max_speech is not None else float("inf"),
+        ),
         max_chunk_s=max_chunk,
         parallel_sequences=parallel,
         align=align,
@@ -589,7 +652,12 @@ def transcribe(
                 progress.start_file(index, path)
                 try:
                     result = _transcribe_streaming(
-                        engine, path, forced_language, context, progress.on_event
+                        engine,
+                        path,
+                        forced_language,
+                        context,
+                        progress.on_event,
+                        (start, duration),
                     )
                     options = SubtitleOptions(
                         shaping=shaping.for_language(result.language),
@@ -633,6 +701,10 @@ def render(
     output_dir: OutputDirOption = None,
     max_line_width: MaxLineWidthOption = None,
     max_lines: MaxLinesOption = None,
+    max_cue: MaxCueOption = None,
+    min_cue: MinCueOption = None,
+    min_gap: MinGapOption = None,
+    pause_split: PauseSplitOption = None,
     preset: PresetOption = Preset.auto,
     karaoke: KaraokeOption = False,
     word_lrc: WordLrcOption = False,
@@ -647,7 +719,8 @@ def render(
 
     items = expand_inputs(transcripts, recursive=recursive, extensions=(".json",))
     wanted = _formats(formats)
-    shaping = _Shaping(preset, max_line_width, max_lines)
+    shaping = _Shaping(preset, max_line_width, max_lines, max_cue, min_cue, min_gap, pause_split)
+    shaping.for_language(None)  # contradictory settings fail here, before any work
     plans = plan_outputs(items, wanted, output_dir)
     tally = _Tally()
     for plan in plans:

@@ -53,6 +53,11 @@ class ShapingOptions:
             raise ValueError("max_line_width and max_lines must be at least 1")
         if not self.max_cue_s > 0 or self.min_cue_s < 0 or self.min_gap_s < 0:
             raise ValueError("max_cue_s must be positive, min_cue_s and min_gap_s not negative")
+        if self.min_cue_s > self.max_cue_s:
+            raise ValueError(
+                f"the shortest cue ({self.min_cue_s:g} s) is longer than the longest "
+                f"({self.max_cue_s:g} s)"
+            )
 
 
 # 42 columns by 2 lines: the common limit of broadcast and streaming style guides for Latin
