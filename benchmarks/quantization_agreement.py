@@ -143,7 +143,7 @@ def probe_logits(runtime: HybridRuntime, request: DecodeRequest, tokens: list[in
     n_prompt = len(request.prompt_ids)
     # A private method, as the recording of the prefill in `run_variant`: this is a measuring
     # instrument that needs the runtime's context, not a use of the runtime's API.
-    ctx = runtime._context_for(1, n_prompt + len(tokens))
+    ctx = runtime._contexts.get(1, n_prompt + len(tokens))
     n_batch = ctx.settings.n_batch
     audio, generated = [], []
     for piece in prompt_pieces(request):

@@ -25,10 +25,8 @@ from qwenscribe.model.architecture import TIMESTAMP_CLASSES
 from qwenscribe.model.tokens import AUDIO_PAD_ID, TIMESTAMP_ID
 from qwenscribe.runtimes.base import RuntimeTimes
 from qwenscribe.runtimes.devices import hybrid_placement
-from qwenscribe.runtimes.llama_decoder import ContextSettings, LlamaContext, LlamaModel, llama_api
+from qwenscribe.runtimes.llama_decoder import ContextCache, ContextSettings, LlamaModel, llama_api
 from qwenscribe.runtimes.onnx_encoder import OnnxAudioEncoder
-
-_CONTEXT_STEP = 1024  # contexts are sized up in steps, so a slightly longer input reuses one
 
 
 @dataclass(frozen=True)
@@ -89,31 +87,21 @@ class HybridAligner:
             )
         self.hidden_size = self.scorer.n_embd
         self.times = RuntimeTimes()
-        self._context: LlamaContext | None = None
+        self._contexts = ContextCache(
+            self.scorer,
+            ContextSettings(
+                threads=self.threads,
+                n_batch=settings.n_batch,
+                flash_attention=settings.flash_attention,
+                f32_kv_cache=settings.f32_kv_cache,
+            ),
+        )
 
     def encode(self, mel: np.ndarray) -> np.ndarray:
         before = self.encoder.seconds
         embeddings = self.encoder.encode(mel)
         self.times.encoder_s += self.encoder.seconds - before
         return embeddings
-
-    def _context_for(self, n_tokens: int) -> LlamaContext:
-        needed = -(-n_tokens // _CONTEXT_STEP) * _CONTEXT_STEP
-        if self._context is None or self._context.settings.n_ctx < needed:
-            if self._context is not None:
-                self._context.close()
-            self._context = self.scorer.context(
-                ContextSettings(
-                    n_ctx=needed,
-                    n_seq=1,
-                    threads=self.threads,
-                    n_batch=self.settings.n_batch,
-                    flash_attention=self.settings.flash_attention,
-                    f32_kv_cache=self.settings.f32_kv_cache,
-                )
-            )
-        self._context.clear()
-        return self._context
 
     def _rows(self, ids: np.ndarray, audio: np.ndarray, audio_index: np.ndarray) -> np.ndarray:
         """Input embeddings of a run of positions: the table's rows, audio rows where the
@@ -133,7 +121,7 @@ class HybridAligner:
         audio_index = np.where(is_audio, np.cumsum(is_audio) - 1, -1)
         is_slot = ids == TIMESTAMP_ID
         started = time.perf_counter()
-        ctx = self._context_for(len(ids))
+        ctx = self._contexts.get(1, len(ids))
         scores = []
         for first in range(0, len(ids), self.settings.n_batch):
             part = slice(first, min(first + self.settings.n_batch, len(ids)))
@@ -152,7 +140,5 @@ class HybridAligner:
         return np.stack(scores)
 
     def close(self) -> None:
-        if self._context is not None:
-            self._context.close()
-            self._context = None
+        self._contexts.close()
         self.scorer.close()

@@ -31,10 +31,13 @@ from qwenscribe.runtimes.base import (
     is_eos,
 )
 from qwenscribe.runtimes.devices import hybrid_placement
-from qwenscribe.runtimes.llama_decoder import ContextSettings, LlamaContext, LlamaModel
+from qwenscribe.runtimes.llama_decoder import (
+    ContextCache,
+    ContextSettings,
+    LlamaContext,
+    LlamaModel,
+)
 from qwenscribe.runtimes.onnx_encoder import OnnxAudioEncoder
-
-_CONTEXT_STEP = 1024  # contexts are sized up in steps, so a slightly longer call reuses one
 
 
 @dataclass(frozen=True)
@@ -98,7 +101,15 @@ class HybridRuntime:
         self.decoder = LlamaModel(gguf, placement.gpu_layers)
         self.hidden_size = self.decoder.n_embd
         self.times = RuntimeTimes()
-        self._context: LlamaContext | None = None
+        self._contexts = ContextCache(
+            self.decoder,
+            ContextSettings(
+                threads=self.threads,
+                n_batch=settings.n_batch,
+                flash_attention=settings.flash_attention,
+                f32_kv_cache=settings.f32_kv_cache,
+            ),
+        )
 
     # -- encoder ---------------------------------------------------------------------------------
 
@@ -109,25 +120,6 @@ class HybridRuntime:
         return embeddings
 
     # -- decoder ---------------------------------------------------------------------------------
-
-    def _context_for(self, n_seq: int, n_tokens: int) -> LlamaContext:
-        needed = -(-n_tokens // _CONTEXT_STEP) * _CONTEXT_STEP
-        current = self._context
-        if current is None or current.settings.n_ctx < needed or current.settings.n_seq < n_seq:
-            if current is not None:
-                current.close()
-            self._context = self.decoder.context(
-                ContextSettings(
-                    n_ctx=needed,
-                    n_seq=max(n_seq, current.settings.n_seq if current else 1),
-                    threads=self.threads,
-                    n_batch=self.settings.n_batch,
-                    flash_attention=self.settings.flash_attention,
-                    f32_kv_cache=self.settings.f32_kv_cache,
-                )
-            )
-        self._context.clear()
-        return self._context
 
     def _prefill(self, ctx: LlamaContext, requests: Sequence[DecodeRequest]) -> list[np.ndarray]:
         """Feed every prompt; the logits after each prompt's last token."""
@@ -179,7 +171,7 @@ class HybridRuntime:
         if not requests:
             return []
         needed = sum(len(r.prompt_ids) + r.max_new_tokens for r in requests)
-        ctx = self._context_for(len(requests), needed)
+        ctx = self._contexts.get(len(requests), needed)
         rng = np.random.default_rng(sampling.seed)
 
         started = time.perf_counter()
@@ -229,7 +221,5 @@ class HybridRuntime:
         return results
 
     def close(self) -> None:
-        if self._context is not None:
-            self._context.close()
-            self._context = None
+        self._contexts.close()
         self.decoder.close()

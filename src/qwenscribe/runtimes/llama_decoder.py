@@ -11,7 +11,7 @@ from __future__ import annotations
 import ctypes
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -36,9 +36,9 @@ def llama_api():
 
 @dataclass(frozen=True)
 class ContextSettings:
-    n_ctx: int
-    n_seq: int
     threads: int
+    n_ctx: int = 1024
+    n_seq: int = 1
     n_batch: int = 512
     flash_attention: bool | None = None  # None: llama.cpp decides
     f32_kv_cache: bool = False  # exact runs (parity tests) need f32 keys/values
@@ -71,6 +71,36 @@ class LlamaModel:
         if self.model:
             llama_api().llama_model_free(self.model)
             self.model = None
+
+
+class ContextCache:
+    """One context of a model, kept between calls and made anew only when a call needs more
+    tokens or sequences than it holds (sized up in steps, so a slightly longer call reuses it).
+    Creating a context allocates its KV cache and compute buffers: too slow to do per chunk."""
+
+    STEP = 1024
+
+    def __init__(self, model: LlamaModel, settings: ContextSettings) -> None:
+        self.model = model
+        self.settings = settings  # n_ctx and n_seq here are the least a context starts with
+        self.context: LlamaContext | None = None
+
+    def get(self, n_seq: int, n_tokens: int) -> LlamaContext:
+        """A cleared context for `n_seq` sequences holding `n_tokens` tokens in all."""
+        needed = -(-n_tokens // self.STEP) * self.STEP
+        current = self.context
+        if current is None or current.settings.n_ctx < needed or current.settings.n_seq < n_seq:
+            if current is not None:
+                current.close()
+            seqs = max(n_seq, current.settings.n_seq if current else self.settings.n_seq)
+            self.context = self.model.context(replace(self.settings, n_ctx=needed, n_seq=seqs))
+        self.context.clear()
+        return self.context
+
+    def close(self) -> None:
+        if self.context is not None:
+            self.context.close()
+            self.context = None
 
 
 class LlamaContext:
