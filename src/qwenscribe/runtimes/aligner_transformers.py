@@ -9,53 +9,22 @@ embeddings with the audio rows in place, the same input the hybrid aligner feeds
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
+from qwenscribe.model.architecture import Kind
 from qwenscribe.model.tokens import AUDIO_PAD_ID, TIMESTAMP_ID
-from qwenscribe.runtimes.base import RuntimeTimes
 from qwenscribe.runtimes.transformers_runtime import (
-    encode_with_audio_tower,
-    load_native_model,
+    NativeRuntime,
+    TransformersSettings,
 )
 
-
-@dataclass(frozen=True)
-class TransformersAlignerSettings:
-    folder: Path  # an aligner checkpoint in either layout
-    device: str = "cpu"  # "cpu", "cuda", "cuda:1", "mps", ...
-    dtype: str = "float32"
-    attn_implementation: str | None = None
-    threads: int | None = None
+# The aligner needs the same settings as the recognizer.
+TransformersAlignerSettings = TransformersSettings
 
 
-class TransformersAligner:
-    name = "transformers"
-
-    def __init__(self, settings: TransformersAlignerSettings) -> None:
-        native = load_native_model(
-            settings.folder,
-            "aligner",
-            device=settings.device,
-            dtype=settings.dtype,
-            attn_implementation=settings.attn_implementation,
-            threads=settings.threads,
-        )
-        self.torch, self.model = native.torch, native.model
-        self.device, self.dtype = native.device, native.dtype
-        self.settings = settings
-        self.hidden_size = self.model.config.text_config.hidden_size
-        self.times = RuntimeTimes()
-
-    def encode(self, mel: np.ndarray) -> np.ndarray:
-        started = time.perf_counter()
-        embeddings = encode_with_audio_tower(
-            self.torch, self.model.model, mel, self.device, self.dtype
-        )
-        self.times.encoder_s += time.perf_counter() - started
-        return embeddings
+class TransformersAligner(NativeRuntime):
+    kind: Kind = "aligner"
 
     def score(self, prompt_ids: np.ndarray, audio: np.ndarray) -> np.ndarray:
         torch = self.torch
@@ -74,6 +43,3 @@ class TransformersAligner:
         self.times.prefill_s += time.perf_counter() - started
         self.times.prefill_tokens += len(ids)
         return scores
-
-    def close(self) -> None:
-        self.model = None

@@ -42,7 +42,7 @@ DTYPES = ("float32", "bfloat16", "float16")
 
 @dataclass(frozen=True)
 class TransformersSettings:
-    folder: Path  # a checkpoint in either layout
+    folder: Path  # a checkpoint in either layout (recognizer or aligner, as the runtime needs)
     device: str = "cpu"  # "cpu", "cuda", "cuda:1", "mps", ...
     dtype: str = "float32"
     attn_implementation: str | None = None  # "sdpa", "eager", "flash_attention_2", ...
@@ -186,13 +186,17 @@ def load_native_model(
     return NativeModel(torch, model.to(target).eval(), target, options["dtype"])
 
 
-class TransformersRuntime:
+class NativeRuntime:
+    """What both transformers runtimes share: the model of `kind` loaded from a checkpoint, and
+    audio embeddings from its encoder."""
+
     name = "transformers"
+    kind: Kind = "asr"
 
     def __init__(self, settings: TransformersSettings) -> None:
         native = load_native_model(
             settings.folder,
-            "asr",
+            self.kind,
             device=settings.device,
             dtype=settings.dtype,
             attn_implementation=settings.attn_implementation,
@@ -211,6 +215,13 @@ class TransformersRuntime:
         )
         self.times.encoder_s += time.perf_counter() - started
         return embeddings
+
+    def close(self) -> None:
+        self.model = None
+
+
+class TransformersRuntime(NativeRuntime):
+    kind: Kind = "asr"
 
     def _inputs(self, requests: Sequence[DecodeRequest]):
         """Left-padded prompt embeddings with the audio rows in place, and the attention mask."""
@@ -267,6 +278,3 @@ class TransformersRuntime:
             Generation(tokens, finish or "length")
             for tokens, finish in zip(watcher.tokens, watcher.finish, strict=True)
         ]
-
-    def close(self) -> None:
-        self.model = None
