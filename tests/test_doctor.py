@@ -11,22 +11,14 @@ import typer
 from typer.testing import CliRunner
 
 from qwenscribe import doctor
-from qwenscribe.cli import friendly_errors
-from qwenscribe.cli_extra import register
+from qwenscribe.cli import app as main_app
 
 runner = CliRunner()
 
 
 @pytest.fixture
 def app() -> typer.Typer:
-    app = typer.Typer()
-
-    @app.callback()
-    def _main() -> None:
-        pass
-
-    register(app, friendly_errors)
-    return app
+    return main_app
 
 
 @pytest.fixture(autouse=True)

@@ -9,8 +9,7 @@ import typer
 from typer.testing import CliRunner
 
 from qwenscribe import model_cache
-from qwenscribe.cli import friendly_errors
-from qwenscribe.cli_extra import register
+from qwenscribe.cli import app as main_app
 from qwenscribe.convert.convert import read_manifest
 
 runner = CliRunner()
@@ -18,14 +17,7 @@ runner = CliRunner()
 
 @pytest.fixture
 def app() -> typer.Typer:
-    app = typer.Typer()
-
-    @app.callback()
-    def _main() -> None:
-        pass
-
-    register(app, friendly_errors)
-    return app
+    return main_app
 
 
 @pytest.fixture(autouse=True)

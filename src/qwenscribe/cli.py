@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
-from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import (
     BarColumn,
@@ -34,6 +33,7 @@ from rich.text import Text
 from qwenscribe import __version__
 from qwenscribe.audio.vad import VADOptions
 from qwenscribe.batch import expand_inputs, plan_outputs
+from qwenscribe.cli_common import DecoderQuantsOption, EncoderPrecisionsOption, stderr, stdout
 from qwenscribe.core.transcript import Stats
 from qwenscribe.errors import InputError, NoAudioError, QwenScribeError
 from qwenscribe.model.prompt import language_name
@@ -55,8 +55,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-stdout = Console()
-stderr = Console(stderr=True)
 
 F = TypeVar("F", bound=Callable[..., object])
 
@@ -758,20 +756,8 @@ def convert(
         ),
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="The folder to write.")],
-    encoder_precision: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--encoder-precision", "-e", help="fp32, fp16, int8 or int4; repeat for several."
-        ),
-    ] = None,
-    decoder_quant: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--decoder-quant",
-            "-q",
-            help="f32, f16, bf16, q8_0, q6_k, q5_k or q4_k; repeat for several.",
-        ),
-    ] = None,
+    encoder_precision: EncoderPrecisionsOption = None,
+    decoder_quant: DecoderQuantsOption = None,
 ) -> None:
     """Convert a checkpoint to the hybrid format (ONNX encoder + GGUF decoder)."""
     from qwenscribe.convert.convert import ConvertOptions

@@ -8,12 +8,10 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-stdout = Console()
-stderr = Console(stderr=True)
+from qwenscribe.cli_common import DecoderQuantsOption, EncoderPrecisionsOption, stderr, stdout
 
 _STATUS = {"ok": ("✓", "green"), "warn": ("!", "yellow"), "fail": ("✗", "red")}
 
@@ -107,20 +105,8 @@ def register(app: typer.Typer, friendly_errors: Callable) -> None:
             str,
             typer.Argument(help="0.6b, 1.7b, aligner, a Hugging Face id or a checkpoint folder."),
         ],
-        encoder_precision: Annotated[
-            list[str] | None,
-            typer.Option(
-                "--encoder-precision", "-e", help="fp32, fp16, int8 or int4; repeat for several."
-            ),
-        ] = None,
-        decoder_quant: Annotated[
-            list[str] | None,
-            typer.Option(
-                "--decoder-quant",
-                "-q",
-                help="f32, f16, bf16, q8_0, q6_k, q5_k, q4_k, q4_0; repeat.",
-            ),
-        ] = None,
+        encoder_precision: EncoderPrecisionsOption = None,
+        decoder_quant: DecoderQuantsOption = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
     ) -> None:
         """Download a model (if needed) and convert it into the cache ahead of time."""
