@@ -74,22 +74,30 @@ def reference(checkpoints):
     return AutoProcessor.from_pretrained(folder), model
 
 
-def reference_tokens(reference, samples, language, context, max_new_tokens) -> list[int]:
+def reference_tokens(
+    reference, samples, language, context, max_new_tokens, full_budget=False
+) -> list[int]:
     processor, model = reference
     inputs = processor.apply_transcription_request(
         audio=samples, language=language, prompt=context or None, sampling_rate=RATE
     )
+    # transformers' own way to hold end-of-sequence back: min_new_tokens.
+    extra = {"min_new_tokens": max_new_tokens} if full_budget else {}
     with torch.inference_mode():
-        output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+        output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, **extra)
     tokens = output[0, inputs["input_ids"].shape[1] :].tolist()
     return tokens[:-1] if tokens and tokens[-1] in EOS else tokens
 
 
-def assert_same_tokens(reference, samples, transcript, language, context) -> None:
+def assert_same_tokens(
+    reference, samples, transcript, language, context, full_budget=False
+) -> None:
     assert transcript.chunks, "the engine decoded no chunk"
     for record in transcript.chunks:
         piece = samples[round(record.start * RATE) : round(record.end * RATE)]
-        expected = reference_tokens(reference, piece, language, context, record.max_new_tokens)
+        expected = reference_tokens(
+            reference, piece, language, context, record.max_new_tokens, full_budget
+        )
         first_difference = next(
             (i for i, (a, b) in enumerate(zip(record.tokens, expected, strict=False)) if a != b),
             min(len(record.tokens), len(expected)),
@@ -161,3 +169,69 @@ def test_transformers_runtime_equals_the_reference(layout, checkpoints, clips, r
         transcript = engine.transcribe((samples, RATE), language="en")
     assert len(transcript.chunks) >= 3
     assert_same_tokens(reference, samples, transcript, "en", "")
+
+
+@pytest.fixture(scope="module")
+def eos_prone(checkpoints, tmp_path_factory, clips) -> dict:
+    """A copy of the tiny checkpoint whose free decoding ends early: the output row of
+    <|endoftext|> is twice the row of the token it repeats, so end-of-sequence wins wherever
+    that token would. (Tiny random weights never choose end-of-sequence by themselves.)"""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path_factory.mktemp("eos-prone") / "asr-hf"
+    shutil.copytree(checkpoints[("asr", "hf")], folder)
+    processor = AutoProcessor.from_pretrained(folder)
+    model = Qwen3ASRForConditionalGeneration.from_pretrained(folder, dtype=torch.float32).eval()
+    repeated = reference_tokens((processor, model), clips["8s"][: 6 * RATE], None, "", 40)
+    favourite = max(set(repeated), key=repeated.count)
+    weights = load_file(folder / "model.safetensors")
+    table = weights["model.language_model.embed_tokens.weight"]  # tied: also the output rows
+    table[151643] = table[favourite] * 2
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    model = Qwen3ASRForConditionalGeneration.from_pretrained(folder, dtype=torch.float32).eval()
+    converted_folder = convert(
+        folder,
+        folder.parent / "converted",
+        ConvertOptions(encoder_precisions=("fp32",), decoder_quants=("f32",)),
+    ).folder
+    return {
+        "checkpoint": str(folder),
+        "converted": str(converted_folder),
+        "reference": (processor, model),
+    }
+
+
+@pytest.mark.parametrize("runtime", ["hybrid", "transformers"])
+def test_a_full_budget_decode_equals_generate_with_min_new_tokens(runtime, clips, eos_prone):
+    """Benchmarks decode every chunk's whole budget (end-of-sequence suppressed): the same
+    tokens as transformers' generate holding end-of-sequence back with min_new_tokens."""
+    samples, reference = clips["12s"], eos_prone["reference"]
+    budget = {"decode_full_budget": True, "tokens_per_second": 4.0, "min_new_tokens": 20}
+    if runtime == "hybrid":
+        engine = exact_engine(eos_prone["converted"], max_chunk_s=6.0, **budget)
+    else:
+        engine = QwenASREngine(
+            ASREngineConfig(
+                model=eos_prone["checkpoint"],
+                runtime="transformers",
+                vad=False,
+                repetition_guard=False,
+                max_chunk_s=6.0,
+                **budget,
+            )
+        )
+    with engine:
+        transcript = engine.transcribe((samples, RATE))
+    assert len(transcript.chunks) >= 2
+    for record in transcript.chunks:
+        assert record.finish == "length"
+        assert len(record.tokens) == record.max_new_tokens
+        assert not set(record.tokens) & EOS
+    assert_same_tokens(reference, samples, transcript, None, "", full_budget=True)
+    # Left free, the same model stops early: the suppression is what made the budget run out.
+    for record in transcript.chunks:
+        piece = samples[round(record.start * RATE) : round(record.end * RATE)]
+        free = reference_tokens(reference, piece, None, "", record.max_new_tokens)
+        assert len(free) < record.max_new_tokens

@@ -84,6 +84,9 @@ class ASREngineConfig:
     tokens_per_second: float = 10.0  # token budget per second of chunk audio...
     min_new_tokens: int = 32  # ...plus this (the language header and short chunks)
     repetition_guard: bool = True
+    # Benchmarks only: end-of-sequence is suppressed, so every chunk decodes its whole budget
+    # (tokens_per_second x seconds + min_new_tokens) and runtimes compare on the same work.
+    decode_full_budget: bool = False
     fallback_temperatures: tuple[float, ...] = (0.2, 0.4, 0.6)
     seed: int = 0
 
@@ -511,7 +514,7 @@ class QwenASREngine:
             self.config.min_new_tokens + self.config.tokens_per_second * job.chunk.duration_s
         )
         job.prefix = answer_prefix(forced)
-        job.request = DecodeRequest(ids, audio, budget)
+        job.request = DecodeRequest(ids, audio, budget, suppress_eos=self.config.decode_full_budget)
 
     def _decode_batch(
         self,

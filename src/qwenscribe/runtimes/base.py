@@ -31,6 +31,9 @@ class DecodeRequest:
     prompt_ids: np.ndarray  # int64 [n]
     audio: np.ndarray  # float32 [number of <|audio_pad|> in prompt_ids, decoder hidden]
     max_new_tokens: int
+    # Benchmarks: end-of-sequence is never chosen, so the sequence decodes its whole budget and
+    # every runtime does the same work whatever the (random) weights would say.
+    suppress_eos: bool = False
 
 
 @dataclass
@@ -86,6 +89,14 @@ class Runtime(Protocol):
 
 def is_eos(token: int) -> bool:
     return token in EOS_IDS
+
+
+def suppress_eos(scores: np.ndarray, rows: Sequence[bool]) -> np.ndarray:
+    """`scores` [rows, vocab] with the end-of-sequence ids out of reach in the flagged rows."""
+    if any(rows):
+        scores = scores.copy()
+        scores[np.ix_(np.flatnonzero(rows), list(EOS_IDS))] = -np.inf
+    return scores
 
 
 def choose_tokens(logits: np.ndarray, sampling: Sampling, rng: np.random.Generator) -> np.ndarray:

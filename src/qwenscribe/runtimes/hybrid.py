@@ -29,6 +29,7 @@ from qwenscribe.runtimes.base import (
     TokenCallback,
     choose_tokens,
     is_eos,
+    suppress_eos,
 )
 from qwenscribe.runtimes.devices import hybrid_placement
 from qwenscribe.runtimes.llama_decoder import (
@@ -190,6 +191,7 @@ class HybridRuntime:
                     f"The decoder {self.decoder.path} produced NaN scores: the file is damaged.",
                     "Convert the model again.",
                 )
+            scores = suppress_eos(scores, [requests[seq].suppress_eos for seq in active])
             chosen = choose_tokens(scores, sampling, rng)
             still = []
             for seq, token in zip(active, chosen.tolist(), strict=True):

@@ -130,6 +130,21 @@ class _Watcher:
         return self.torch.tensor(done, device=input_ids.device)
 
 
+class _SuppressEos:
+    """A logits processor that keeps end-of-sequence out of reach in the flagged rows
+    (`DecodeRequest.suppress_eos`: benchmarks decode the whole budget)."""
+
+    def __init__(self, torch, rows: Sequence[bool]) -> None:
+        self.rows = torch.tensor([index for index, flag in enumerate(rows) if flag])
+        self.eos = torch.tensor(list(EOS_IDS))
+
+    def __call__(self, input_ids, scores):
+        if len(self.rows):
+            rows = self.rows.to(scores.device)
+            scores[rows.unsqueeze(1), self.eos.to(scores.device)] = -float("inf")
+        return scores
+
+
 @dataclass
 class NativeModel:
     """A native transformers model loaded for one of the runtimes, with its torch handles."""
@@ -266,6 +281,7 @@ class TransformersRuntime(NativeRuntime):
                 top_k=None,
                 eos_token_id=list(EOS_IDS),
                 pad_token_id=ENDOFTEXT_ID,
+                logits_processor=[_SuppressEos(torch, [r.suppress_eos for r in requests])],
                 stopping_criteria=[watcher],
             )
         # The first stopping-criteria call comes right after the prefill's token.
