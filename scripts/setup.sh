@@ -5,10 +5,9 @@
 #   scripts/setup.sh dev       runtime + torch (CPU) + transformers + test tools
 #
 # Idempotent and quick when nothing changed: a stamp in the venv records a hash of the inputs.
-# llama-cpp-python is compiled from source with portable x86 flags: a native build enables AMX
-# on CPUs that have it, and then quantized models crash in llama_decode on multi-token batches
-# (shared/ENVIRONMENT.md). The built wheel is cached per version and flags, so the 4-7 minute
-# compile happens once per machine.
+# llama-cpp-python is compiled from source for this CPU's vector instructions (AVX2, AVX-512,
+# VNNI, BF16; not AMX, whose path crashes: see below). The built wheel is cached per version and
+# flags, so the 4-7 minute compile happens once per machine.
 set -euo pipefail
 
 mode=${1:-runtime}
@@ -21,8 +20,40 @@ constraints=$root/constraints/cpu.txt
 llama_version=$(sed -n 's/^llama-cpp-python==//p' "$constraints")
 silero_version=$(sed -n 's/^silero-vad==//p' "$constraints")
 
-if [ "$(uname -m)" = "x86_64" ]; then
-  llama_cmake_args="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON"
+# llama.cpp's CPU kernels: compiled for the instruction sets this CPU reports, named one by one
+# (not -march=native) so the wheel cache below is keyed on them. AMX is left out: its path
+# crashes on quantized models (src/qwenscribe/runtimes/cpu.py); QWENSCRIBE_LLAMA_AMX=1 adds it.
+# QWENSCRIBE_LLAMA_CMAKE_ARGS replaces the whole choice (e.g. a portable build for an image).
+llama_x86_args() {
+  local flags=" $(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | cut -d: -f2) " args="-DGGML_NATIVE=OFF"
+  has() { for flag in "$@"; do case "$flags" in *" $flag "*) ;; *) return 1 ;; esac; done; }
+  if [ "$flags" = "  " ]; then  # no /proc/cpuinfo (macOS): the portable AVX2 set
+    echo "$args -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON"
+    return
+  fi
+  has avx && args+=" -DGGML_AVX=ON"
+  has avx2 && args+=" -DGGML_AVX2=ON"
+  has fma && args+=" -DGGML_FMA=ON"
+  has f16c && args+=" -DGGML_F16C=ON"
+  has bmi2 && args+=" -DGGML_BMI2=ON"
+  has avx_vnni && args+=" -DGGML_AVX_VNNI=ON"
+  # ggml's AVX512 switch compiles for F, CD, VL, DQ and BW together.
+  if has avx512f avx512cd avx512vl avx512dq avx512bw; then
+    args+=" -DGGML_AVX512=ON"
+    has avx512vbmi && args+=" -DGGML_AVX512_VBMI=ON"
+    has avx512_vnni && args+=" -DGGML_AVX512_VNNI=ON"
+    has avx512_bf16 && args+=" -DGGML_AVX512_BF16=ON"
+    if [ "${QWENSCRIBE_LLAMA_AMX:-0}" = 1 ] && has amx_tile amx_int8; then
+      args+=" -DGGML_AMX_TILE=ON -DGGML_AMX_INT8=ON"
+      has amx_bf16 && args+=" -DGGML_AMX_BF16=ON"
+    fi
+  fi
+  echo "$args"
+}
+if [ -n "${QWENSCRIBE_LLAMA_CMAKE_ARGS:-}" ]; then
+  llama_cmake_args=$QWENSCRIBE_LLAMA_CMAKE_ARGS
+elif [ "$(uname -m)" = "x86_64" ]; then
+  llama_cmake_args=$(llama_x86_args)
 else
   llama_cmake_args="-DGGML_NATIVE=ON"
 fi
@@ -58,7 +89,8 @@ if ! ls "$wheel_cache"/llama_cpp_python-*.whl >/dev/null 2>&1; then
     -w "$wheel_cache.tmp" "llama-cpp-python==$llama_version"
   rm -rf "$wheel_cache" && mv "$wheel_cache.tmp" "$wheel_cache"
 fi
-"${pip[@]}" install -q --no-deps "$wheel_cache"/llama_cpp_python-*.whl
+# --force-reinstall: the same version built with other flags must replace the installed one.
+"${pip[@]}" install -q --no-deps --force-reinstall "$wheel_cache"/llama_cpp_python-*.whl
 
 target="$root"
 [ "$mode" = dev ] && target="$root[dev]"

@@ -786,6 +786,10 @@ from qwenscribe.cli_extra import register as _register_extra  # noqa: E402
 
 _register_extra(app, friendly_errors)
 
+from qwenscribe.cli_bench import register as _register_bench  # noqa: E402
+
+_register_bench(app, friendly_errors)
+
 
 def main() -> None:
     app()

@@ -24,3 +24,8 @@ def hub_cache_dir() -> Path:
 def converted_models_dir() -> Path:
     """Checkpoints converted to the hybrid format, one folder each."""
     return qwenscribe_home() / "models"
+
+
+def bench_dir() -> Path:
+    """Random-weight checkpoints and conversions the speed benchmark writes (several GB)."""
+    return qwenscribe_home() / "bench"

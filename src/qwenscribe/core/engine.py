@@ -33,6 +33,7 @@ from qwenscribe.core.align import MAX_ALIGNED_S, AlignerConfig, ForcedAligner, s
 from qwenscribe.core.chunking import Chunk, plan_chunks
 from qwenscribe.core.models import checkpoint_files, hybrid_model_files
 from qwenscribe.core.repetition import repeating_tail
+from qwenscribe.core.resources import peak_rss_mb
 from qwenscribe.core.transcript import ChunkRecord, Segment, Stats, Transcript, Word, main_language
 from qwenscribe.errors import InputError, QwenScribeError
 from qwenscribe.model.architecture import audio_token_count
@@ -199,27 +200,6 @@ def describe_input(audio: AudioInput) -> str:
     if isinstance(audio, (str, Path)):
         return str(audio)
     return "<bytes>" if isinstance(audio, bytes) else "<samples>"
-
-
-def _peak_rss_mb() -> float | None:
-    """This process's peak resident memory in MB; None where the system does not say.
-
-    Linux's VmHWM first: ru_maxrss also counts the parent's memory carried across fork + exec.
-    """
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    try:
-        import resource
-        import sys
-    except ImportError:  # Windows
-        return None
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024
 
 
 def _own_seconds(stats: Stats) -> float:
@@ -588,7 +568,7 @@ class QwenASREngine:
                 "looped" if generation.finish == "stopped" else "ran out of tokens",
                 self.config.fallback_temperatures[-1] if self.config.fallback_temperatures else 0,
             )
-        elif generation.finish == "length":
+        elif generation.finish == "length" and not self.config.decode_full_budget:
             log.warning(
                 "%s: the chunk at %.1f-%.1f s reached its budget of %d tokens; its text may be cut",
                 job.owner.name,
@@ -690,7 +670,7 @@ class QwenASREngine:
         own = sum(
             o.stats.decode_s + o.stats.vad_s + o.stats.mel_s + o.stats.align_s for o in inputs
         )
-        peak = _peak_rss_mb()
+        peak = peak_rss_mb()
         for owner in inputs:
             share = owner.stats.audio_s / total_audio
             stats = owner.stats

@@ -40,20 +40,27 @@ class ContextSettings:
     n_ctx: int = 1024
     n_seq: int = 1
     n_batch: int = 512
+    n_ubatch: int | None = None  # rows per compute pass; None: n_batch
     flash_attention: bool | None = None  # None: llama.cpp decides
     f32_kv_cache: bool = False  # exact runs (parity tests) need f32 keys/values
+    # One pool of cells for all sequences (True), or n_ctx / n_seq cells each (False: every
+    # sequence attends over its own cells only, cheaper when several generate together).
+    unified_kv: bool = True
 
 
 class LlamaModel:
     """A loaded GGUF; contexts are made from it on demand (they are cheap, the weights are not)."""
 
-    def __init__(self, path: Path, gpu_layers: int = 0) -> None:
+    def __init__(self, path: Path, gpu_layers: int = 0, extra_buffers: bool | None = None) -> None:
+        """extra_buffers: let llama.cpp repack weights for its fastest CPU kernels; None
+        decides from the CPU and the build (`qwenscribe.runtimes.cpu`)."""
+        from qwenscribe.runtimes import cpu
+
         llama_cpp = llama_api()
+        cpu.check_llama_build()
         params = llama_cpp.llama_model_default_params()
         params.n_gpu_layers = gpu_layers
-        # The extra (AMX) buffer types crash on quantized models with multi-token batches on
-        # some CPUs (shared/ENVIRONMENT.md); they are off until proven safe.
-        params.use_extra_bufts = False
+        params.use_extra_bufts = cpu.use_extra_buffers() if extra_buffers is None else extra_buffers
         self.path = path
         self.model = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
         if not self.model:
@@ -78,7 +85,7 @@ class ContextCache:
     tokens or sequences than it holds (sized up in steps, so a slightly longer call reuses it).
     Creating a context allocates its KV cache and compute buffers: too slow to do per chunk."""
 
-    STEP = 1024
+    STEP = 256  # 28 MB of f16 keys and values per step at the 0.6B size
 
     def __init__(self, model: LlamaModel, settings: ContextSettings) -> None:
         self.model = model
@@ -108,9 +115,10 @@ class LlamaContext:
         llama_cpp = llama_api()
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = settings.n_ctx
-        params.n_batch = params.n_ubatch = settings.n_batch
+        params.n_batch = settings.n_batch
+        params.n_ubatch = settings.n_ubatch or settings.n_batch
         params.n_seq_max = settings.n_seq
-        params.kv_unified = True  # sequences of different lengths share one pool of cells
+        params.kv_unified = settings.unified_kv
         params.n_threads = params.n_threads_batch = settings.threads
         params.no_perf = True
         if settings.flash_attention is not None:

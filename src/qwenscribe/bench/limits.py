@@ -1,0 +1,89 @@
+"""What this machine can do at best, measured the same way each run: memory read bandwidth and
+matrix-multiply throughput. The benchmark reports each stage against these limits.
+
+Run in a process of its own (`python -m qwenscribe.bench.limits THREADS`) so the BLAS thread
+count can be set before numpy loads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+
+import numpy as np
+
+BANDWIDTH_BYTES = 512 << 20  # far larger than any cache
+MATMUL_SIZE = 2048
+
+
+def read_bandwidth_gbs(threads: int, repeats: int = 5) -> float:
+    """GB/s for reading a large array once, split over `threads` threads (numpy's reductions
+    release the GIL, so the threads run at once)."""
+    data = np.ones(BANDWIDTH_BYTES // 8, dtype=np.float64)
+    parts = np.array_split(data, threads)
+    best = float("inf")
+    for _ in range(repeats):
+        workers = [threading.Thread(target=np.add.reduce, args=(part,)) for part in parts]
+        started = time.perf_counter()
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        best = min(best, time.perf_counter() - started)
+    return data.nbytes / best / 1e9
+
+
+def numpy_matmul_gflops(repeats: int = 5) -> float:
+    """fp32 GFLOP/s of numpy's BLAS (its threads set by the environment of this process)."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((MATMUL_SIZE, MATMUL_SIZE), dtype=np.float32)
+    b = rng.standard_normal((MATMUL_SIZE, MATMUL_SIZE), dtype=np.float32)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - started)
+    return 2 * MATMUL_SIZE**3 / best / 1e9
+
+
+def torch_matmul_gflops(threads: int, dtype: str, repeats: int = 5) -> float | None:
+    """GFLOP/s of torch's matmul in `dtype` (bf16 uses AMX or AVX512-BF16 where present)."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(threads)
+    a = torch.randn(MATMUL_SIZE, MATMUL_SIZE).to(getattr(torch, dtype))
+    b = torch.randn(MATMUL_SIZE, MATMUL_SIZE).to(getattr(torch, dtype))
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - started)
+    return 2 * MATMUL_SIZE**3 / best / 1e9
+
+
+def measure(threads: int) -> dict:
+    return {
+        "threads": threads,
+        "read_bandwidth_gbs": read_bandwidth_gbs(threads),
+        "read_bandwidth_1thread_gbs": read_bandwidth_gbs(1),
+        "fp32_matmul_gflops": numpy_matmul_gflops(),
+        "torch_fp32_matmul_gflops": torch_matmul_gflops(threads, "float32"),
+        "torch_bf16_matmul_gflops": torch_matmul_gflops(threads, "bfloat16"),
+    }
+
+
+def main() -> int:
+    threads = int(sys.argv[1]) if len(sys.argv) > 1 else (os.cpu_count() or 1)
+    sys.stdout.write(json.dumps(measure(threads)) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""What a benchmark run measures: one `RunConfig` per process, grouped in three parts."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Literal
+
+Part = Literal["matrix", "scaling", "parallel"]
+
+# Every runtime decodes this many tokens per second of audio (end-of-sequence suppressed): about
+# what speech needs (Qwen3-ASR writes ~3-4 tokens per second of English or Mandarin speech).
+TOKENS_PER_SECOND = 4.0
+CHUNK_S = 30.0  # the engine's default chunk length: the same chunk plan for everyone
+
+DECODER_QUANTS = ("f16", "q8_0", "q4_k", "q4_0")
+ENCODER_PRECISIONS = ("fp32", "int8", "int4")
+DEFAULT_QUANT, DEFAULT_PRECISION = "q8_0", "int8"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One measured configuration: which runtime and files, how much audio, how it is decoded."""
+
+    part: Part
+    size: str
+    runtime: Literal["hybrid", "transformers"]
+    audio_s: float
+    threads: int
+    decoder_quant: str | None = None  # hybrid
+    encoder_precision: str | None = None  # hybrid
+    dtype: str | None = None  # transformers
+    parallel_sequences: int = 4
+    align: bool = True
+    flash_attention: bool | None = None  # llama.cpp: None lets it decide
+    chunk_s: float = CHUNK_S
+    tokens_per_second: float = TOKENS_PER_SECOND
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        if self.runtime == "hybrid":
+            name = f"hybrid {self.encoder_precision} + {self.decoder_quant}"
+        else:
+            name = f"transformers {self.dtype}"
+        return name
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"label": self.label}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> RunConfig:
+        values = {k: v for k, v in values.items() if k != "label"}
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    sizes: tuple[str, ...] = ("0.6b", "1.7b")
+    audio_s: float = 60.0
+    threads: int = 2
+    parts: tuple[Part, ...] = ("matrix", "scaling", "parallel")
+    scaling_s: tuple[float, ...] = (60.0, 600.0, 3600.0)
+    parallel: tuple[int, ...] = (1, 2, 4, 8)
+    parallel_audio_s: float = 600.0
+    chunk_s: float = CHUNK_S
+    transformers: bool = True  # include the transformers runtime (needs torch)
+    decoder_quants: tuple[str, ...] = DECODER_QUANTS
+    encoder_precisions: tuple[str, ...] = ENCODER_PRECISIONS
+
+
+QUICK = PlanOptions(
+    sizes=("tiny",),
+    audio_s=20.0,
+    threads=1,
+    scaling_s=(10.0, 20.0),
+    parallel=(1, 2),
+    parallel_audio_s=20.0,
+    chunk_s=5.0,  # several chunks even in seconds of audio, so parallel sequences mean something
+    decoder_quants=("f16", "q8_0"),
+    encoder_precisions=("fp32", "int8"),
+)
+
+
+def plan_runs(options: PlanOptions) -> list[RunConfig]:
+    """The configurations, in the order they run: per size the matrix (each decoder
+    quantization with the default encoder, each encoder precision with the default decoder,
+    the transformers runtime at fp32 and bf16), then scaling and parallel sequences (the
+    default hybrid files, first size only, recognition alone so the growth is the decoder's)."""
+    runs: list[RunConfig] = []
+    base = dict(threads=options.threads, chunk_s=options.chunk_s)
+    for size in options.sizes:
+        if "matrix" not in options.parts:
+            break
+        hybrid = RunConfig(
+            "matrix",
+            size,
+            "hybrid",
+            options.audio_s,
+            options.threads,
+            decoder_quant=DEFAULT_QUANT,
+            encoder_precision=DEFAULT_PRECISION,
+            chunk_s=options.chunk_s,
+        )
+        seen = set()
+        for quant in options.decoder_quants:
+            runs.append(replace(hybrid, decoder_quant=quant))
+            seen.add((DEFAULT_PRECISION, quant))
+        for precision in options.encoder_precisions:
+            if (precision, DEFAULT_QUANT) not in seen:
+                runs.append(replace(hybrid, encoder_precision=precision))
+        if options.transformers:
+            for dtype in ("float32", "bfloat16"):
+                runs.append(
+                    RunConfig("matrix", size, "transformers", options.audio_s, dtype=dtype, **base)
+                )
+    size = options.sizes[0]
+    default = RunConfig(
+        "scaling",
+        size,
+        "hybrid",
+        options.audio_s,
+        options.threads,
+        decoder_quant=DEFAULT_QUANT,
+        encoder_precision=DEFAULT_PRECISION,
+        align=False,
+        chunk_s=options.chunk_s,
+    )
+    if "scaling" in options.parts:
+        runs += [replace(default, audio_s=seconds) for seconds in options.scaling_s]
+    if "parallel" in options.parts:
+        runs += [
+            replace(
+                default, part="parallel", audio_s=options.parallel_audio_s, parallel_sequences=n
+            )
+            for n in options.parallel
+        ]
+    return runs

@@ -1,0 +1,296 @@
+"""From measurements to conclusions: ratios against the best transformers configuration and
+against the machine's limits, the targets, and the markdown tables."""
+
+from __future__ import annotations
+
+from qwenscribe.bench import costs
+from qwenscribe.bench.models import size_architecture
+from qwenscribe.bench.plan import TOKENS_PER_SECOND
+from qwenscribe.model.architecture import audio_token_count
+
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+# The targets of the benchmark issue, per size: end-to-end RTF with alignment, peak RSS (MB).
+TARGETS = {"0.6b": {"rtf": 0.15, "rss_mb": 1536}, "1.7b": {"rtf": 0.35, "rss_mb": 2560}}
+LOAD_TARGET_S = 2.0
+SPEEDUP_AIM = 3.0
+BANDWIDTH_AIM = 1.5  # generation within 1.5x of the bandwidth bound at one sequence
+
+
+def _ok(result: dict) -> bool:
+    return "error" not in result
+
+
+def derived(result: dict, limits: dict) -> dict:
+    """Per-run figures against the machine's limits."""
+    config = result["config"]
+    arch = size_architecture(config["size"])
+    stages = result["stages_s"]
+    out: dict = {}
+    audio_tokens = audio_token_count(round(result["audio_s"] * 100))
+    if stages["encoder"]:
+        out["encoder_gflops"] = (
+            costs.encoder_flops(arch, result["audio_s"]) / stages["encoder"] / 1e9
+        )
+    if stages["prefill"]:
+        out["prefill_gflops"] = (
+            costs.prefill_flops(arch, result["prefill_tokens"]) / stages["prefill"] / 1e9
+        )
+    peak = limits.get("torch_bf16_matmul_gflops") or limits.get("fp32_matmul_gflops")
+    fp32 = limits.get("fp32_matmul_gflops")
+    if fp32 and "prefill_gflops" in out:
+        out["prefill_vs_fp32_matmul"] = out["prefill_gflops"] / fp32
+        out["encoder_vs_fp32_matmul"] = out.get("encoder_gflops", 0) / fp32
+    if peak and "prefill_gflops" in out:
+        out["prefill_vs_best_matmul"] = out["prefill_gflops"] / peak
+    if config["runtime"] == "hybrid":
+        step_bytes = result.get("decoder_file_bytes")
+    else:
+        step_bytes = costs.generation_step_params(arch) * DTYPE_BYTES.get(config["dtype"], 4)
+    bandwidth = limits.get("read_bandwidth_gbs")
+    probe = result.get("one_sequence_generation")
+    if step_bytes and bandwidth:
+        out["bound_step_ms"] = step_bytes / (bandwidth * 1e9) * 1e3
+        if probe and probe.get("tokens_per_s"):
+            out["one_sequence_step_ms"] = 1e3 / probe["tokens_per_s"]
+            out["generation_vs_bandwidth_bound"] = (
+                out["one_sequence_step_ms"] / out["bound_step_ms"]
+            )
+    recognition = result["recognition_s"]
+    if stages["alignment"] and recognition:
+        out["alignment_share_of_recognition"] = stages["alignment"] / recognition
+    out["audio_tokens"] = audio_tokens
+    return out
+
+
+def analyse(report: dict) -> dict:
+    limits = report.get("limits", {})
+    results = report["results"]
+    per_run = [derived(r, limits) if _ok(r) else None for r in results]
+    sizes: dict[str, dict] = {}
+    matrix = [
+        (r, d)
+        for r, d in zip(results, per_run, strict=True)
+        if _ok(r) and r["config"]["part"] == "matrix"
+    ]
+    for size in dict.fromkeys(r["config"]["size"] for r, _ in matrix):
+        runs = [(r, d) for r, d in matrix if r["config"]["size"] == size]
+        transformers = [r for r, _ in runs if r["config"]["runtime"] == "transformers"]
+        hybrid = [r for r, _ in runs if r["config"]["runtime"] == "hybrid"]
+        best_tf = min(transformers, key=lambda r: r["total_s"]) if transformers else None
+        best_hy = min(hybrid, key=lambda r: r["total_s"]) if hybrid else None
+        default = next(
+            (
+                r
+                for r in hybrid
+                if r["config"]["decoder_quant"] == "q8_0"
+                and r["config"]["encoder_precision"] == "int8"
+            ),
+            best_hy,
+        )
+        sizes[size] = {
+            "best_transformers": best_tf["config"]["label"] if best_tf else None,
+            "best_hybrid": best_hy["config"]["label"] if best_hy else None,
+            "default_hybrid": default["config"]["label"] if default else None,
+            "speedup_of_each_over_best_transformers": {
+                r["config"]["label"]: best_tf["total_s"] / r["total_s"] for r, _ in runs
+            }
+            if best_tf
+            else {},
+            "targets": _targets(size, default, best_tf, per_run[results.index(default)])
+            if default
+            else {},
+        }
+    return {"per_run": per_run, "sizes": sizes}
+
+
+def _targets(size: str, default: dict, best_tf: dict | None, figures: dict) -> dict:
+    target = TARGETS.get(size, {})
+    checks = {}
+    if "rtf" in target:
+        checks["real_time_factor"] = {"value": default["real_time_factor"], "target": target["rtf"]}
+    if "rss_mb" in target:
+        checks["peak_rss_mb"] = {"value": default["rss_mb"]["peak"], "target": target["rss_mb"]}
+    checks["load_s"] = {
+        "value": default["load_s"] + default["aligner_load_s"],
+        "target": LOAD_TARGET_S,
+    }
+    if best_tf:
+        checks["speedup_over_best_transformers"] = {
+            "value": best_tf["total_s"] / default["total_s"],
+            "target": SPEEDUP_AIM,
+            "higher": True,
+        }
+    if "alignment_share_of_recognition" in figures:
+        checks["alignment_share_of_recognition"] = {
+            "value": figures["alignment_share_of_recognition"],
+            "target": 1 / 3,
+        }
+    if "generation_vs_bandwidth_bound" in figures:
+        checks["generation_vs_bandwidth_bound"] = {
+            "value": figures["generation_vs_bandwidth_bound"],
+            "target": BANDWIDTH_AIM,
+        }
+    for check in checks.values():
+        value = check["value"]
+        check["met"] = value is not None and (
+            value >= check["target"] if check.get("higher") else value <= check["target"]
+        )
+    return checks
+
+
+# -- markdown ------------
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "**no**"
+    if isinstance(value, float):
+        if abs(value) >= 100:
+            return f"{value:.0f}"
+        if abs(value) >= 10:
+            return f"{value:.1f}"
+        return f"{value:.2f}" if abs(value) >= 0.1 else f"{value:.3f}"
+    return str(value)
+
+
+def table(headers: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def markdown_report(report: dict) -> str:
+    machine, limits = report["machine"], report.get("limits", {})
+    analysis = report["analysis"]
+    results = report["results"]
+    out = [
+        f"# qwenscribe speed benchmark ({report['created']})",
+        "",
+        f"**Machine:** {machine['cpu']}, {machine['cores']} cores, {machine['memory_gb']} GB; "
+        f"CPU features {', '.join(machine['cpu_flags']) or 'unknown'}; llama.cpp built with "
+        f"{', '.join(machine['llama_cpp_build'])}; extra buffers "
+        f"{'on' if machine['llama_cpp_extra_buffers'] else 'off'}. "
+        f"Threads: {report['plan']['threads']}.",
+        "",
+        f"**Limits measured:** memory read {_cell(limits.get('read_bandwidth_gbs'))} GB/s, "
+        f"fp32 matmul {_cell(limits.get('fp32_matmul_gflops'))} GFLOP/s, bf16 matmul (torch) "
+        f"{_cell(limits.get('torch_bf16_matmul_gflops'))} GFLOP/s.",
+        "",
+        "Random-weight checkpoints of the real dimensions; every runtime decodes "
+        f"{TOKENS_PER_SECOND:g} tokens per second of audio "
+        f"(end-of-sequence suppressed), {report['plan'].get('chunk_s', 30):g}-s chunks, no VAD; "
+        "alignment of an English passage at 2.5 words/s per chunk. "
+        "RTF = (recognition + alignment) / audio.",
+    ]
+    matrix_rows: dict[str, list] = {}
+    for result, figures in zip(results, analysis["per_run"], strict=True):
+        config = result["config"]
+        if config["part"] != "matrix":
+            continue
+        size = config["size"]
+        speedups = analysis["sizes"].get(size, {}).get("speedup_of_each_over_best_transformers", {})
+        if figures is None:
+            matrix_rows.setdefault(size, []).append([config["label"], "failed"] + [None] * 12)
+            continue
+        stages = result["stages_s"]
+        probe = result.get("one_sequence_generation") or {}
+        matrix_rows.setdefault(size, []).append(
+            [
+                config["label"],
+                result["load_s"] + result["aligner_load_s"],
+                stages["mel"],
+                stages["encoder"],
+                stages["prefill"],
+                stages["generation"],
+                stages["alignment"],
+                result["prefill_tokens_per_s"],
+                result["generation_tokens_per_s"],
+                probe.get("tokens_per_s"),
+                result["real_time_factor"],
+                speedups.get(config["label"]),
+                result["rss_mb"]["peak"],
+                figures.get("generation_vs_bandwidth_bound"),
+            ]
+        )
+    headers = [
+        "configuration",
+        "load s",
+        "mel s",
+        "encoder s",
+        "prefill s",
+        "generation s",
+        "alignment s",
+        "prefill tok/s",
+        "gen tok/s",
+        "gen tok/s 1 seq",
+        "RTF",
+        "x best transformers",
+        "peak RSS MB",
+        "1-seq step / bandwidth bound",
+    ]
+    for size, rows in matrix_rows.items():
+        audio = next(r["audio_s"] for r in results if _ok(r) and r["config"]["size"] == size)
+        out += ["", f"## {size}: {audio:g} s of audio", "", table(headers, rows)]
+        targets = analysis["sizes"][size]["targets"]
+        if targets:
+            out += [
+                "",
+                f"Targets ({analysis['sizes'][size]['default_hybrid']}):",
+                "",
+                table(
+                    ["check", "value", "target", "met"],
+                    [[name, t["value"], t["target"], t["met"]] for name, t in targets.items()],
+                ),
+            ]
+    for part, title in (
+        ("scaling", "Scaling with audio length"),
+        ("parallel", "Parallel sequences in the decoder"),
+    ):
+        rows = []
+        for result in results:
+            config = result["config"]
+            if config["part"] != part:
+                continue
+            if not _ok(result):
+                rows.append([config["audio_s"], config["parallel_sequences"], "failed"])
+                continue
+            stages = result["stages_s"]
+            rows.append(
+                [
+                    config["audio_s"] / 60,
+                    config["parallel_sequences"],
+                    result["chunks"],
+                    stages["encoder"],
+                    stages["prefill"],
+                    stages["generation"],
+                    result["generation_tokens_per_s"],
+                    result["real_time_factor"],
+                    result["rss_mb"]["after_load"],
+                    result["rss_mb"]["peak"],
+                ]
+            )
+        if rows:
+            label = next(r["config"] for r in results if r["config"]["part"] == part)
+            out += [
+                "",
+                f"## {title} ({label['size']}, {label['label']}, recognition only)",
+                "",
+                table(
+                    [
+                        "audio min",
+                        "parallel",
+                        "chunks",
+                        "encoder s",
+                        "prefill s",
+                        "generation s",
+                        "gen tok/s",
+                        "RTF",
+                        "RSS after load MB",
+                        "peak RSS MB",
+                    ],
+                    rows,
+                ),
+            ]
+    return "\n".join(out) + "\n"

@@ -1,0 +1,165 @@
+"""One benchmark configuration, measured in this process: `python -m qwenscribe.bench.worker`.
+
+Reads {"config": RunConfig, "files": {...}, "audio": path or null} as JSON on stdin and prints one
+JSON object: load times, seconds per stage, token rates, real-time factor, memory.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from qwenscribe.bench.audio import RATE, passage, speech
+from qwenscribe.bench.plan import RunConfig
+from qwenscribe.core.resources import current_rss_mb, peak_rss_mb
+
+PROBE_S = 10.0  # audio for the one-sequence generation probe: one chunk, one sequence
+
+
+def warm_page_cache(folder: Path) -> None:
+    """Read a model folder once so the timed load finds it in the page cache ("warm")."""
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            with open(path, "rb") as handle:
+                while handle.read(1 << 24):
+                    pass
+
+
+def _engine_config(config: RunConfig, files: dict):
+    from qwenscribe.core.engine import ASREngineConfig
+
+    hybrid = config.runtime == "hybrid"
+    return ASREngineConfig(
+        model=files["asr_converted"] if hybrid else files["asr_checkpoint"],
+        runtime=config.runtime,
+        threads=config.threads,
+        decoder_quant=config.decoder_quant or "q8_0",
+        encoder_precision=config.encoder_precision or "int8",
+        dtype=config.dtype or "float32",
+        flash_attention=config.flash_attention,
+        vad=False,  # the same fixed chunk plan for every configuration
+        max_chunk_s=config.chunk_s,
+        parallel_sequences=config.parallel_sequences,
+        tokens_per_second=config.tokens_per_second,
+        min_new_tokens=1,
+        repetition_guard=False,
+        decode_full_budget=True,
+    )
+
+
+def _aligner_config(config: RunConfig, files: dict):
+    from qwenscribe.core.align import AlignerConfig
+
+    hybrid = config.runtime == "hybrid"
+    return AlignerConfig(
+        model=files["aligner_converted"] if hybrid else files["aligner_checkpoint"],
+        runtime=config.runtime,
+        threads=config.threads,
+        flash_attention=config.flash_attention,
+        dtype=config.dtype or "float32",
+    )
+
+
+def measure(config: RunConfig, files: dict, audio: Path | None = None) -> dict:
+    from qwenscribe.core.align import ForcedAligner
+    from qwenscribe.core.engine import QwenASREngine
+
+    hybrid = config.runtime == "hybrid"
+    warm_page_cache(Path(files["asr_converted" if hybrid else "asr_checkpoint"]))
+    if config.align:
+        warm_page_cache(Path(files["aligner_converted" if hybrid else "aligner_checkpoint"]))
+    samples = speech(config.audio_s, audio)
+    rss_before = current_rss_mb()
+
+    engine = QwenASREngine(_engine_config(config, files))
+    aligner, aligner_load_s = None, 0.0
+    if config.align:
+        started = time.perf_counter()
+        aligner = ForcedAligner.load(_aligner_config(config, files))
+        aligner_load_s = time.perf_counter() - started
+    rss_loaded = current_rss_mb()
+
+    started = time.perf_counter()
+    transcript = engine.transcribe((samples, RATE), language="English")
+    recognition_wall_s = time.perf_counter() - started
+    stats = transcript.stats
+
+    align_s, align_words = 0.0, 0
+    align_times = {"encoder_s": 0.0, "prefill_s": 0.0}
+    if aligner is not None:
+        before = (aligner.runtime.times.encoder_s, aligner.runtime.times.prefill_s)
+        for chunk in transcript.chunks:
+            piece = samples[round(chunk.start * RATE) : round(chunk.end * RATE)]
+            text = passage(chunk.end - chunk.start)
+            started = time.perf_counter()
+            words = aligner.align(piece, text, "English", offset_s=chunk.start)
+            align_s += time.perf_counter() - started
+            align_words += len(words)
+        align_times = {
+            "encoder_s": aligner.runtime.times.encoder_s - before[0],
+            "prefill_s": aligner.runtime.times.prefill_s - before[1],
+        }
+    peak_after_run = peak_rss_mb()
+
+    probe = None
+    if config.part == "matrix":
+        # Generation at one sequence: what the memory-bandwidth bound speaks of.
+        probe_stats = engine.transcribe((samples[: round(PROBE_S * RATE)], RATE), language="en")
+        probe = {
+            "generated_tokens": probe_stats.stats.generated_tokens,
+            "generation_s": probe_stats.stats.generation_s,
+            "tokens_per_s": probe_stats.stats.generation_tokens_per_s,
+        }
+    engine.close()
+    if aligner is not None:
+        aligner.close()
+
+    total_s = recognition_wall_s + align_s
+    decoder_file = Path(files["asr_converted"]) / f"decoder.{config.decoder_quant}.gguf"
+    return {
+        "config": config.to_dict(),
+        "load_s": engine.load_s,
+        "aligner_load_s": aligner_load_s,
+        "audio_s": stats.audio_s,
+        "chunks": stats.chunks,
+        "chunk_seconds": [chunk.end - chunk.start for chunk in transcript.chunks],
+        "stages_s": {
+            "mel": stats.mel_s,
+            "encoder": stats.encoder_s,
+            "prefill": stats.prefill_s,
+            "generation": stats.generation_s,
+            "alignment": align_s,
+        },
+        "alignment_detail_s": align_times,
+        "aligned_words": align_words,
+        "prefill_tokens": stats.prefill_tokens,
+        "generated_tokens": stats.generated_tokens,
+        "prefill_tokens_per_s": stats.prefill_tokens_per_s,
+        "generation_tokens_per_s": stats.generation_tokens_per_s,
+        "one_sequence_generation": probe,
+        "decoder_file_bytes": decoder_file.stat().st_size if hybrid else None,
+        "recognition_s": recognition_wall_s,
+        "total_s": total_s,
+        "real_time_factor": total_s / stats.audio_s,
+        "recognition_real_time_factor": recognition_wall_s / stats.audio_s,
+        "rss_mb": {
+            "before_load": rss_before,
+            "after_load": rss_loaded,
+            "peak_run": peak_after_run,
+            "peak": peak_rss_mb(),
+        },
+    }
+
+
+def main() -> int:
+    request = json.load(sys.stdin)
+    audio = Path(request["audio"]) if request.get("audio") else None
+    result = measure(RunConfig.from_dict(request["config"]), request["files"], audio)
+    sys.stdout.write(json.dumps(result) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

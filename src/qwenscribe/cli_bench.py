@@ -1,0 +1,107 @@
+"""The `qwenscribe bench` command: the speed benchmark (`qwenscribe.bench`), registered on the
+main typer app by `register(app, friendly_errors)` (called from `qwenscribe.cli`)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from qwenscribe.cli_common import stderr
+
+PARTS = ("matrix", "scaling", "parallel")
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    return tuple(float(part) for part in text.split(",") if part.strip())
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def register(app: typer.Typer, friendly_errors: Callable) -> None:
+    @app.command()
+    @friendly_errors
+    def bench(
+        sizes: Annotated[str, typer.Option(help="Model sizes, comma-separated.")] = "0.6b,1.7b",
+        seconds: Annotated[float, typer.Option(help="Audio for the side-by-side runs.")] = 60.0,
+        threads: Annotated[
+            int | None, typer.Option(help="CPU threads (default: all cores).")
+        ] = None,
+        parts: Annotated[str, typer.Option(help="matrix, scaling, parallel.")] = ",".join(PARTS),
+        scaling: Annotated[
+            str, typer.Option(help="Audio lengths for scaling, seconds.")
+        ] = "60,600,3600",
+        parallel: Annotated[str, typer.Option(help="Parallel sequences to try.")] = "1,2,4,8",
+        quants: Annotated[str, typer.Option(help="Decoder quantizations.")] = "f16,q8_0,q4_k,q4_0",
+        precisions: Annotated[str, typer.Option(help="Encoder precisions.")] = "fp32,int8,int4",
+        transformers: Annotated[
+            bool, typer.Option(help="Include the transformers runtime.")
+        ] = True,
+        audio: Annotated[
+            Path | None,
+            typer.Option(help="A media file to use as the speech.", exists=True, dir_okay=False),
+        ] = None,
+        quick: Annotated[
+            bool, typer.Option(help="Tiny model, seconds of audio: checks the harness.")
+        ] = False,
+        work_dir: Annotated[
+            Path | None, typer.Option(help="Where checkpoints and conversions are kept.")
+        ] = None,
+        out: Annotated[
+            Path, typer.Option(help="Report path without extension (.json and .md).")
+        ] = Path("qwenscribe-bench"),
+    ) -> None:
+        """Measure every runtime and model file variant side by side on this machine.
+
+        Writes random-weight checkpoints of the real sizes (once, into the work folder), converts
+        them, and runs each configuration in its own process on the same audio, decoding the same
+        number of tokens. Prints progress, writes OUT.json and OUT.md.
+        """
+        from dataclasses import replace
+
+        from qwenscribe.bench.harness import BenchOptions, run_benchmark
+        from qwenscribe.bench.plan import QUICK, PlanOptions
+        from qwenscribe.errors import InputError
+        from qwenscribe.paths import bench_dir
+
+        chosen_parts = _names(parts)
+        unknown = set(chosen_parts) - set(PARTS)
+        if unknown:
+            raise InputError(
+                f"Unknown part {', '.join(sorted(unknown))}.", f"Use {', '.join(PARTS)}."
+            )
+        if quick:
+            plan = replace(QUICK, parts=chosen_parts, transformers=transformers)
+            if threads:
+                plan = replace(plan, threads=threads)
+        else:
+            plan = PlanOptions(
+                sizes=_names(sizes),
+                audio_s=seconds,
+                threads=threads or os.cpu_count() or 1,
+                parts=chosen_parts,  # type: ignore[arg-type]
+                scaling_s=_floats(scaling),
+                parallel=tuple(int(n) for n in _floats(parallel)),
+                transformers=transformers,
+                decoder_quants=_names(quants),
+                encoder_precisions=_names(precisions),
+            )
+        options = BenchOptions(
+            plan=plan,
+            work_dir=work_dir or bench_dir(),
+            out_json=out.with_suffix(".json"),
+            out_markdown=out.with_suffix(".md"),
+            audio=audio,
+        )
+        report = run_benchmark(options, say=lambda line: stderr.print(line, highlight=False))
+        print(options.out_markdown.read_text("utf-8"))  # plain: a markdown table must not wrap
+        failed = sum("error" in result for result in report["results"])
+        stderr.print(
+            f"report: {options.out_json} and {options.out_markdown}"
+            + (f" ({failed} configurations failed)" if failed else "")
+        )
