@@ -285,3 +285,24 @@ def test_the_quick_benchmark_measures_every_configuration(quick_report) -> None:
     assert "## tiny: 20 s of audio" in markdown
     assert "## Scaling with audio length" in markdown
     assert markdown.strip() in stdout
+
+
+@pytest.mark.parametrize(
+    ("arguments", "named"),
+    [
+        (["--sizes", "3b"], "Unknown size: 3b."),
+        (["--quants", "q3_k"], "Unknown decoder quantization: q3_k."),
+        (["--precisions", "int2"], "Unknown encoder precision: int2."),
+        (["--parts", "matrix,speed"], "Unknown part: speed."),
+        (["--parallel", "1,x"], "--scaling and --parallel take comma-separated numbers"),
+    ],
+)
+def test_wrong_bench_options_get_a_sentence_before_any_work(arguments, named, tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from qwenscribe.cli import app
+
+    result = CliRunner().invoke(app, ["bench", "--work-dir", str(tmp_path), *arguments])
+    assert result.exit_code == 4
+    assert named in " ".join(result.output.split())
+    assert not any(tmp_path.iterdir())  # nothing written

@@ -144,3 +144,25 @@ def test_memory_mode_writes_costs_of_each_mode(memory) -> None:
     for name in ("parallel 4", "parallel 1"):
         assert runs[name]["carried_audio_tokens"] == runs[name]["carried_text_tokens"] == 0
     assert runs["parallel 4"]["wall_vs_parallel_4"] == 1.0
+
+
+def test_decoder_settings_measures_each_setting(tmp_path: Path) -> None:
+    from qwenscribe.convert.convert import ConvertOptions, convert
+    from qwenscribe.testing import write_checkpoint
+
+    checkpoint = write_checkpoint(tmp_path / "asr")
+    folder = convert(checkpoint, tmp_path / "hybrid", ConvertOptions(("fp32",), ("q8_0",))).folder
+    out = tmp_path / "settings.json"
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "decoder_settings.py"), "--quick", "--threads", "1",
+         "--out", str(out), str(folder / "decoder.q8_0.gguf")],
+        capture_output=True, text=True, timeout=300, cwd=ROOT, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads(out.read_text("utf-8"))["results"]
+    settings = {(r["extra_buffers"], r["flash_attention"]) for r in results}
+    assert settings == {(False, False), (False, True), (True, False), (True, True)}
+    for row in results:
+        assert row["prefill_tokens_per_s"] > 0
+        assert row["generation_tokens_per_s"]["1"] > 0
+    assert "| decoder.q8_0.gguf |" in done.stdout

@@ -58,23 +58,40 @@ def register(app: typer.Typer, friendly_errors: Callable) -> None:
     ) -> None:
         """Measure every runtime and model file variant side by side on this machine.
 
-        Writes random-weight checkpoints of the real sizes (once, into the work folder), converts
-        them, and runs each configuration in its own process on the same audio, decoding the same
-        number of tokens. Prints progress, writes OUT.json and OUT.md.
+        Random-weight checkpoints of the real sizes are written once into the work
+        folder and converted; each configuration runs in its own process on the same
+        audio, decoding the same number of tokens. Writes OUT.json and OUT.md.
         """
         from dataclasses import replace
 
         from qwenscribe.bench.harness import BenchOptions, run_benchmark
+        from qwenscribe.bench.models import SIZES
         from qwenscribe.bench.plan import QUICK, PlanOptions
+        from qwenscribe.convert.gguf_decoder import QUANTS
+        from qwenscribe.convert.onnx_encoder import PRECISIONS
         from qwenscribe.errors import InputError
         from qwenscribe.paths import bench_dir
 
         chosen_parts = _names(parts)
-        unknown = set(chosen_parts) - set(PARTS)
-        if unknown:
+        for what, given, known in (
+            ("part", chosen_parts, PARTS),
+            ("size", _names(sizes), SIZES),
+            ("decoder quantization", _names(quants), QUANTS),
+            ("encoder precision", _names(precisions), PRECISIONS),
+        ):
+            unknown = [name for name in given if name not in known]
+            if unknown or not given:
+                raise InputError(
+                    f"Unknown {what}: {', '.join(unknown) or 'none given'}.",
+                    f"Use {', '.join(known)}.",
+                )
+        try:
+            lengths, sequences = _floats(scaling), [int(n) for n in _floats(parallel)]
+        except ValueError as error:
             raise InputError(
-                f"Unknown part {', '.join(sorted(unknown))}.", f"Use {', '.join(PARTS)}."
-            )
+                f"--scaling and --parallel take comma-separated numbers ({error}).",
+                "For example --scaling 60,600 --parallel 1,4.",
+            ) from error
         if quick:
             plan = replace(QUICK, parts=chosen_parts, transformers=transformers)
             if threads:
@@ -85,8 +102,8 @@ def register(app: typer.Typer, friendly_errors: Callable) -> None:
                 audio_s=seconds,
                 threads=threads or os.cpu_count() or 1,
                 parts=chosen_parts,  # type: ignore[arg-type]
-                scaling_s=_floats(scaling),
-                parallel=tuple(int(n) for n in _floats(parallel)),
+                scaling_s=lengths,
+                parallel=tuple(sequences),
                 transformers=transformers,
                 decoder_quants=_names(quants),
                 encoder_precisions=_names(precisions),

@@ -26,6 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
+from qwenscribe.errors import QwenScribeError
+from qwenscribe.runtimes import cpu
+
 OK, WARN, FAIL = "ok", "warn", "fail"
 MIN_PYTHON = (3, 10)
 LOW_DISK_BYTES = 5 * 1024**3
@@ -34,8 +37,9 @@ RATE = 16000
 _PROBE_TIMEOUT_S = 120
 
 AMX_ADVICE = (
-    "llama.cpp crashed decoding a quantized model with a multi-token batch: a native build's "
-    "AMX kernels do this on some CPUs. Reinstall llama-cpp-python as a portable build: "
+    "llama.cpp crashed decoding a quantized model with a multi-token batch: a build with AMX "
+    "kernels does this on some CPUs. Rebuild it without AMX with scripts/setup.sh (unset "
+    "QWENSCRIBE_LLAMA_AMX), or as a portable build: "
     'CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON '
     '-DGGML_BMI2=ON" pip install --force-reinstall --no-cache-dir llama-cpp-python, '
     "or use --decoder-quant f16."
@@ -110,26 +114,19 @@ def check_vad_model() -> Check:
     return Check("silero VAD model", OK, str(path))
 
 
-def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str] | None:
-    try:
-        text = cpuinfo.read_text(errors="replace")
-    except OSError:
-        return None
-    for line in text.splitlines():
-        if line.startswith(("flags", "Features")):
-            return set(line.split(":", 1)[1].split())
-    return set()
+cpu_flags = cpu.read_cpu_flags
 
 
 def check_cpu() -> Check:
     flags = cpu_flags()
-    model = platform.processor() or platform.machine()
+    model = cpu.cpu_name()
     if flags is None:
         return Check("cpu features", OK, f"{model}; no /proc/cpuinfo", required=False)
     wanted = {
         "avx2": "avx2",
         "avx512f": "avx512f",
         "avx512_vnni": "avx512_vnni",
+        "avx512_bf16": "avx512_bf16",
         "amx": "amx_tile",
     }
     shown = ", ".join(
@@ -140,6 +137,7 @@ def check_cpu() -> Check:
 
 
 def check_llama_system_info() -> Check:
+    """The instruction sets llama.cpp was compiled for: all on this CPU, and which kernels run."""
     try:
         import llama_cpp
 
@@ -148,7 +146,21 @@ def check_llama_system_info() -> Check:
         return Check("llama.cpp build", WARN, f"unavailable ({error})", required=False)
     text = info.decode(errors="replace") if isinstance(info, bytes) else str(info)
     version = getattr(llama_cpp, "__version__", "?")
-    return Check("llama.cpp build", OK, f"{version}: {text.strip()}", required=False)
+    features = cpu.llama_build_features(text)
+    built = ", ".join(name for name, on in features.items() if on)
+    try:
+        cpu.check_llama_build(features)
+    except QwenScribeError as error:
+        return Check(
+            "llama.cpp build", FAIL, f"{version}: {built}", error.message + " " + error.hint
+        )
+    buffers = "on" if cpu.use_extra_buffers(features) else "off (AMX build on an AMX CPU)"
+    return Check(
+        "llama.cpp build",
+        OK,
+        f"{version}: {built}; repacked-weight kernels {buffers}",
+        required=False,
+    )
 
 
 def check_onnxruntime_providers() -> Check:

@@ -267,6 +267,7 @@ def markdown_report(report: dict) -> str:
                     stages["generation"],
                     result["generation_tokens_per_s"],
                     result["real_time_factor"],
+                    result["rss_mb"]["before_load"],
                     result["rss_mb"]["after_load"],
                     result["rss_mb"]["peak"],
                 ]
@@ -287,6 +288,7 @@ def markdown_report(report: dict) -> str:
                         "generation s",
                         "gen tok/s",
                         "RTF",
+                        "RSS before load MB (the audio)",
                         "RSS after load MB",
                         "peak RSS MB",
                     ],

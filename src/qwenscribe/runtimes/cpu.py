@@ -18,6 +18,7 @@ import logging
 import os
 import platform
 import re
+from pathlib import Path
 
 from qwenscribe.errors import DeviceError
 
@@ -42,17 +43,22 @@ LLAMA_FEATURE_FLAGS = {
 AMX_OPT_IN = "QWENSCRIBE_LLAMA_AMX"
 
 
+def read_cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str] | None:
+    """The feature flags in a cpuinfo file (x86 "flags", Arm "Features"); None without one."""
+    try:
+        text = cpuinfo.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
 @functools.cache
 def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags (Linux /proc/cpuinfo); empty where the system does not say."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
-            for line in info:
-                if line.startswith("flags"):
-                    return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return frozenset()
+    """This CPU's feature flags; empty where the system does not say."""
+    return read_cpu_flags() or frozenset()
 
 
 @functools.cache
