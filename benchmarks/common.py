@@ -13,86 +13,31 @@ import platform
 import shutil
 import struct
 import tempfile
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from qwenscribe.model import architecture as architecture_module
-from qwenscribe.model.architecture import Architecture, DecoderDims, EncoderDims
-from qwenscribe.testing import write_checkpoint
+# The sizes, model files and speech are the speed benchmark's (qwenscribe.bench), shared here.
+from qwenscribe.bench.audio import speech
+from qwenscribe.bench.models import (
+    CUSTOM_SIZES,
+    SIZES,
+    SMALL,
+    ensure_checkpoint,
+    ensure_converted,
+    size_architecture,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = ROOT / "tests" / "data"
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 RATE = 16000
-CLIPS = ("en_speech.wav", "zh_speech.wav", "en_long.flac")
 
-# A decoder whose matrices all have rows of a multiple of 256 values, so llama.cpp really writes
-# k-quants (on the tiny size, hidden 64, it silently falls back to legacy types: q4_k -> q5_0...).
-# Like the k-quant decoder of tests/test_convert_gguf_decoder.py, with 4 layers instead of 2 and
-# an encoder whose output matches its width. Seconds to write and convert.
-SMALL = Architecture(
-    "asr",
-    "custom",
-    EncoderDims(d_model=256, layers=4, heads=4, ffn=1024, conv_channels=32, output_dim=256),
-    DecoderDims(
-        hidden=256, ffn=768, layers=4, heads=4, kv_heads=2, head_dim=128, vocab=151936,
-        tied_embeddings=True,
-    ),
-)  # fmt: skip
-CUSTOM_SIZES = {"small": SMALL}
-SIZES = ("tiny", "small", "0.6b", "1.7b")
-
-
-def size_architecture(size: str) -> Architecture:
-    return CUSTOM_SIZES.get(size) or architecture_module.architecture("asr", size)  # type: ignore[arg-type]
-
-
-def ensure_checkpoint(folder: Path, size: str, seed: int = 0) -> tuple[Path, float]:
-    """A random ASR checkpoint of `size` in `folder` (reused when already there); seconds spent."""
-    if (folder / "config.json").is_file():
-        return folder, 0.0
-    started = time.perf_counter()
-    if size in CUSTOM_SIZES:
-        # write_checkpoint only knows the listed sizes: list this one for the time of the write.
-        key = ("asr", "custom")
-        saved = architecture_module.ARCHITECTURES.get(key)
-        architecture_module.ARCHITECTURES[key] = CUSTOM_SIZES[size]
-        try:
-            write_checkpoint(folder, size="custom", seed=seed, overwrite=True)
-        finally:
-            if saved is None:
-                del architecture_module.ARCHITECTURES[key]
-            else:
-                architecture_module.ARCHITECTURES[key] = saved
-    else:
-        write_checkpoint(folder, size=size, seed=seed, overwrite=True)  # type: ignore[arg-type]
-    return folder, time.perf_counter() - started
-
-
-def ensure_converted(
-    checkpoint: Path, folder: Path, precisions: Sequence[str], quants: Sequence[str]
-) -> tuple[Path, float, bool]:
-    """The hybrid files of `checkpoint` (kept when already converted with these options)."""
-    from qwenscribe.convert.convert import ConvertOptions, convert
-
-    started = time.perf_counter()
-    result = convert(checkpoint, folder, ConvertOptions(tuple(precisions), tuple(quants)))
-    return result.folder, time.perf_counter() - started, result.skipped
-
-
-def speech(seconds: float) -> np.ndarray:
-    """`seconds` of the committed speech clips (en, zh, en), repeated in turn and cut there."""
-    from qwenscribe.audio.decode import decode_audio
-
-    pieces = [decode_audio(DATA_DIR / name) for name in CLIPS]
-    wanted = round(seconds * RATE)
-    repeats = -(-wanted // sum(len(piece) for piece in pieces))
-    return np.concatenate(pieces * repeats)[:wanted].astype(np.float32)
+__all__ = [
+    "CUSTOM_SIZES", "SIZES", "SMALL", "ensure_checkpoint", "ensure_converted", "size_architecture",
+    "speech",
+]  # fmt: skip
 
 
 @contextlib.contextmanager

@@ -38,7 +38,7 @@ def prepare_files(runs: list[RunConfig], work_dir: Path, say: Say) -> dict[str, 
         of_size = [run for run in runs if run.size == size]
         quants = sorted({run.decoder_quant for run in of_size if run.decoder_quant})
         precisions = sorted({run.encoder_precision for run in of_size if run.encoder_precision})
-        asr, seconds = ensure_checkpoint(work_dir / f"asr-{size}", size, "asr")
+        asr, seconds = ensure_checkpoint(work_dir / f"asr-{size}", size, kind="asr")
         if seconds:
             say(f"wrote a random {size} checkpoint in {seconds:.0f} s")
         converted, seconds, skipped = ensure_converted(
@@ -50,7 +50,7 @@ def prepare_files(runs: list[RunConfig], work_dir: Path, say: Say) -> dict[str, 
         if any(run.align for run in of_size):
             aligner_of = aligner_size(size)
             aligner, seconds = ensure_checkpoint(
-                work_dir / f"aligner-{aligner_of}", aligner_of, "aligner"
+                work_dir / f"aligner-{aligner_of}", aligner_of, kind="aligner"
             )
             if seconds:
                 say(f"wrote a random {aligner_of} aligner checkpoint in {seconds:.0f} s")

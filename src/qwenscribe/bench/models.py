@@ -45,7 +45,7 @@ def aligner_size(size: str) -> str:
 
 
 def ensure_checkpoint(
-    folder: Path, size: str, kind: str = "asr", seed: int = 0
+    folder: Path, size: str, seed: int = 0, *, kind: str = "asr"
 ) -> tuple[Path, float]:
     """A random checkpoint of `kind` and `size` in `folder` (reused when there); seconds spent."""
     if (folder / "config.json").is_file():
@@ -64,7 +64,13 @@ def ensure_checkpoint(
             else:
                 architecture_module.ARCHITECTURES[key] = saved
     else:
-        write_checkpoint(folder, kind=kind, size=size, seed=seed, overwrite=True)  # type: ignore[arg-type]
+        write_checkpoint(
+            folder,
+            kind=kind,
+            size=size,
+            seed=seed,
+            overwrite=True,  # type: ignore[arg-type]
+        )
     return folder, time.perf_counter() - started
 
 
