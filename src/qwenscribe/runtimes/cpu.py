@@ -5,7 +5,11 @@ lacks, and keep llama.cpp's AMX path off unless asked for.
 llama.cpp's AMX path (the AMX "extra buffer type") crashed with a segmentation fault in
 llama_decode on Q8_0/Q4_0 models with multi-token batches on a Sapphire Rapids machine of ours
 (shared/ENVIRONMENT.md); upstream reports the same crash in ggml_backend_amx_mul_mat without a
-fix (ggml-org/llama.cpp#20824). scripts/setup.sh therefore builds llama.cpp with AVX-512,
+fix (ggml-org/llama.cpp#20824). Only batches of more than one row take ggml's AMX tile path (one
+row takes a VNNI path), and ggml loads its tile configuration once per thread behind a
+thread-local flag, so another AMX user on the same thread (ONNX Runtime's int8 kernels, oneDNN in
+torch) would leave it loading tiles under a foreign configuration: a likely cause, not yet
+confirmed on an AMX machine. scripts/setup.sh therefore builds llama.cpp with AVX-512,
 VNNI and BF16 where the CPU has them but without AMX, unless QWENSCRIBE_LLAMA_AMX=1; a build
 with AMX uses it only when QWENSCRIBE_LLAMA_AMX=1 is also set when running. ONNX Runtime picks
 its own int8 kernels (VNNI, AMX) from the CPU at run time.
