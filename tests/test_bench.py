@@ -306,3 +306,19 @@ def test_wrong_bench_options_get_a_sentence_before_any_work(arguments, named, tm
     assert result.exit_code == 4
     assert named in " ".join(result.output.split())
     assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_the_benchmark_refuses_to_start_without_the_disk_it_needs(monkeypatch, tmp_path) -> None:
+    import shutil
+
+    from qwenscribe.bench import harness
+    from qwenscribe.errors import QwenScribeError
+
+    runs = plan_runs(PlanOptions(sizes=("1.7b",), parts=("matrix",)))
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=5 * 10**9))
+    with pytest.raises(QwenScribeError) as caught:
+        harness.prepare_files(runs, tmp_path, print)
+    assert "16 GB" in caught.value.message  # 1.7B 13.1 + aligner 2.9
+    assert "--work-dir" in caught.value.hint
+    assert list(tmp_path.iterdir()) == []

@@ -31,8 +31,37 @@ class BenchOptions:
     audio: Path | None = None  # a media file to use instead of the repository's speech
 
 
+# Disk the random checkpoints and their conversions (every precision and quantization) take,
+# in GB, as measured: checkpoint + converted folder.
+DISK_GB = {"0.6b": 1.8 + 3.5, "1.7b": 4.4 + 8.7, "aligner-0.6b": 1.8 + 1.1}
+DISK_MARGIN_GB = 1.0
+
+
+def check_disk(runs: list[RunConfig], work_dir: Path) -> None:
+    """Refuse to start when the files still to write would not fit."""
+    import shutil
+
+    needed = 0.0
+    for size in {run.size for run in runs}:
+        if not (work_dir / f"asr-{size}" / "config.json").is_file():
+            needed += DISK_GB.get(size, 0.0)
+    aligners = {aligner_size(run.size) for run in runs if run.align}
+    for size in aligners:
+        if not (work_dir / f"aligner-{size}" / "config.json").is_file():
+            needed += DISK_GB.get(f"aligner-{size}", 0.0)
+    free = shutil.disk_usage(work_dir).free / 1e9
+    if needed and free < needed + DISK_MARGIN_GB:
+        raise QwenScribeError(
+            f"The benchmark needs about {needed:.0f} GB in {work_dir} for its model files; "
+            f"{free:.0f} GB are free.",
+            "Free some space, pass --work-dir on a larger disk, or measure fewer sizes "
+            "(--sizes 0.6b).",
+        )
+
+
 def prepare_files(runs: list[RunConfig], work_dir: Path, say: Say) -> dict[str, dict]:
     """Checkpoints and conversions for every size the runs use; paths by size."""
+    check_disk(runs, work_dir)
     files: dict[str, dict] = {}
     for size in dict.fromkeys(run.size for run in runs):
         of_size = [run for run in runs if run.size == size]
