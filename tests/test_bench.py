@@ -94,12 +94,13 @@ def test_the_full_plan_covers_every_variant_once() -> None:
     matrix = [run for run in runs if run.part == "matrix"]
     for size in ("0.6b", "1.7b"):
         labels = [run.label for run in matrix if run.size == size]
-        assert len(labels) == len(set(labels)) == 8
+        assert len(labels) == len(set(labels)) == 9
         for quant in ("f16", "q8_0", "q4_k", "q4_0"):
             assert f"hybrid int8 + {quant}" in labels
         for precision in ("fp32", "int8", "int4"):
             assert f"hybrid {precision} + q8_0" in labels
         assert {"transformers float32", "transformers bfloat16"} <= set(labels)
+        assert "hybrid int8 + q8_0, low memory" in labels
     assert all(run.align for run in matrix)
     assert [run.audio_s for run in runs if run.part == "scaling"] == [60, 600, 3600]
     assert [run.parallel_sequences for run in runs if run.part == "parallel"] == [1, 2, 4, 8]
@@ -269,7 +270,10 @@ def test_the_quick_benchmark_measures_every_configuration(quick_report) -> None:
         assert result["aligned_words"] > 0
         assert result["rss_mb"]["peak"] >= result["rss_mb"]["after_load"] > 0
         assert result["real_time_factor"] > 0
-        assert result["total_s"] == pytest.approx(result["recognition_s"] + stages["alignment"])
+        assert result["total_s"] == pytest.approx(
+            result["recognition_s"] + result["model_swap_s"] + stages["alignment"]
+        )
+        assert (result["model_swap_s"] > 0) == result["config"]["low_memory"]
     # The same work everywhere: every chunk decodes its whole budget (1 + 4 per second).
     chunks = matrix[0]["chunk_seconds"]
     assert len(chunks) >= 4  # 20 s in chunks of at most 5 s

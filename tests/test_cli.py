@@ -591,3 +591,22 @@ def test_window_vad_and_cue_settings_reach_the_engine_and_the_files(
     assert bad.exit_code == 4
     assert "The cue settings do not fit together" in bad.output
     assert "Traceback" not in bad.output
+
+
+def test_low_memory_gives_the_same_words_as_two_models(data_dir, checkpoints, tmp_path):
+    """--low-memory aligns after recognition with one model loaded at a time: same files."""
+    words = {}
+    for flag in ([], ["--low-memory"]):
+        out = tmp_path / ("low" if flag else "both")
+        result = _transcribe(
+            checkpoints, tmp_path, data_dir / "en_speech.wav", "-l", "en", "-f", "json",
+            "-o", out, "--no-vad", "--max-chunk", "3", *flag,
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        if flag:
+            assert "after recognition (low memory)" in result.output
+        transcript = read_json(out / "en_speech.json")
+        assert transcript.options["low_memory"] is bool(flag)
+        words[bool(flag)] = [(w.text, w.start, w.end) for s in transcript.segments for w in s.words]
+    assert words[True] == words[False]
+    assert words[True]

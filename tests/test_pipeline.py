@@ -187,3 +187,43 @@ def test_the_engine_aligns_with_the_real_runtimes(checkpoints, data_dir, tmp_pat
 def test_chunks_longer_than_the_aligner_reaches_are_refused():
     with pytest.raises(Exception, match="at most 400 s"):
         ASREngineConfig(align=True, max_chunk_s=600).validate()
+
+
+def test_low_memory_aligns_after_recognition_with_the_same_result(
+    checkpoints, data_dir, tmp_path, monkeypatch
+):
+    """One model at a time: the recognizer is released before the aligner loads, and the
+    transcripts (text, words, times) are the ones the two-model engine gives."""
+    monkeypatch.setenv("QWENSCRIBE_HOME", str(tmp_path))
+    config = ASREngineConfig(
+        model=str(checkpoints[("asr", "hf")]),
+        align=True,
+        aligner_model=str(checkpoints[("aligner", "original")]),
+        vad=False,
+        threads=1,
+        repetition_guard=False,
+        tokens_per_second=2.0,
+        max_chunk_s=4.0,
+    )
+    clips = [(decode_audio(data_dir / name), RATE) for name in ("en_speech.wav", "en_long.flac")]
+
+    def timed_words(transcripts):
+        return [[(s.text, [(w.text, w.start, w.end) for w in s.words]) for s in t.segments]
+                for t in transcripts]  # fmt: skip
+
+    with QwenASREngine(config) as engine:
+        both = engine.transcribe_many(clips, language="en")
+    with QwenASREngine(config, low_memory=True) as engine:
+        assert engine.aligner is None  # not loaded next to the recognizer
+        one = engine.transcribe_many(clips, language="en")
+        assert engine.runtime is None
+        assert engine.aligner is None
+        events = list(engine.stream_many(clips, language="en"))  # loads the recognizer again
+    assert timed_words(one) == timed_words(both)
+    assert sum(len(s.words) for t in one for s in t.segments) > 0
+    assert one[0].options["low_memory"] is True
+    kinds = [type(event).__name__ for event in events]
+    # Recognition first (text as it is decoded), then each input's segments and transcript.
+    assert kinds.index("SegmentReady") > max(i for i, k in enumerate(kinds) if k == "TextDelta")
+    finished = [e.transcript for e in events if type(e).__name__ == "TranscriptReady"]
+    assert timed_words(finished) == timed_words(both)

@@ -534,6 +534,14 @@ def transcribe(
     parallel: Annotated[
         int, typer.Option("--parallel", help="Chunks decoded together as parallel sequences.")
     ] = 4,
+    low_memory: Annotated[
+        bool,
+        typer.Option(
+            "--low-memory",
+            help="One model in memory at a time: recognize, then load the aligner (about half "
+            "the peak memory with word timing; ~2 s more per file).",
+        ),
+    ] = False,
     max_line_width: MaxLineWidthOption = None,
     max_lines: MaxLinesOption = None,
     max_cue: MaxCueOption = None,
@@ -610,6 +618,7 @@ def transcribe(
         parallel_sequences=parallel,
         align=align,
         aligner_model=aligner_model,
+        low_memory=low_memory,
     )
     if mode is _Mode.normal:
         table = Table(title="qwenscribe", show_header=False)
@@ -622,7 +631,12 @@ def transcribe(
         if runtime == "hybrid":
             table.add_row("precision", f"encoder {encoder_precision}, decoder {decoder_quant}")
         table.add_row("language", forced_language or "detect")
-        table.add_row("word timing", aligner_model if align else "off")
+        table.add_row(
+            "word timing",
+            (aligner_model + (", after recognition (low memory)" if low_memory else ""))
+            if align
+            else "off",
+        )
         where = output_dir or "the folder of each input"
         table.add_row("output", f"{', '.join(wanted)} in {where}")
         table.add_row("layout", shaping.describe())

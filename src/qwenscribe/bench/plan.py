@@ -31,6 +31,7 @@ class RunConfig:
     dtype: str | None = None  # transformers
     parallel_sequences: int = 4
     align: bool = True
+    low_memory: bool = False  # the engine's low_memory mode: one model loaded at a time
     flash_attention: bool | None = None  # llama.cpp: None lets it decide
     chunk_s: float = CHUNK_S
     tokens_per_second: float = TOKENS_PER_SECOND
@@ -42,7 +43,7 @@ class RunConfig:
             name = f"hybrid {self.encoder_precision} + {self.decoder_quant}"
         else:
             name = f"transformers {self.dtype}"
-        return name
+        return name + (", low memory" if self.low_memory else "")
 
     def to_dict(self) -> dict:
         return asdict(self) | {"label": self.label}
@@ -108,6 +109,7 @@ def plan_runs(options: PlanOptions) -> list[RunConfig]:
         for precision in options.encoder_precisions:
             if (precision, DEFAULT_QUANT) not in seen:
                 runs.append(replace(hybrid, encoder_precision=precision))
+        runs.append(replace(hybrid, low_memory=True))
         if options.transformers:
             for dtype in ("float32", "bfloat16"):
                 runs.append(

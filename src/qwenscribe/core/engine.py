@@ -77,6 +77,11 @@ class ASREngineConfig:
     memory: bool = False  # carry the previous chunk's audio and text into the next prompt
     # word timing (Qwen3-ForcedAligner, same runtime and device)
     align: bool = False
+    # One model in memory at a time: a call's inputs are recognized first, then the recognizer is
+    # released and the aligner loaded for their word times (and released in turn; the next call
+    # loads the recognizer again). Peak memory of one model instead of two, ~2 s of loading a
+    # call, and segments arrive (with their words) only after the whole call is recognized.
+    low_memory: bool = False
     aligner_model: str = "aligner"
     aligner_quant: str = "q8_0"
     aligner_encoder_precision: str = "int8"
@@ -229,9 +234,12 @@ class QwenASREngine:
         self.config = replace(config or ASREngineConfig(), **overrides)
         self.config.validate()
         started = time.perf_counter()
-        self.runtime = self._load_runtime()
+        self.runtime: Runtime | None = self._load_runtime()
+        self._owns_models = True  # loaded here, so they can be released and loaded again
         self.aligner = (
-            ForcedAligner.load(self.config.aligner_config()) if self.config.align else None
+            ForcedAligner.load(self.config.aligner_config())
+            if self.config.align and not self.config.low_memory
+            else None
         )
         self.load_s = time.perf_counter() - started
         self._vad: SileroVAD | None = None
@@ -253,6 +261,7 @@ class QwenASREngine:
         engine.runtime, engine.tokenizer = runtime, tokenizer
         engine.model_folder, engine.load_s, engine._vad = None, 0.0, None
         engine.aligner, engine._unaligned_languages = aligner, set()
+        engine._owns_models = False
         return engine
 
     def _load_runtime(self) -> Runtime:
@@ -380,7 +389,8 @@ class QwenASREngine:
             worker.join()
 
     def close(self) -> None:
-        self.runtime.close()
+        if self.runtime is not None:
+            self.runtime.close()
         if self.aligner is not None:
             self.aligner.close()
 
@@ -404,6 +414,9 @@ class QwenASREngine:
     ) -> list[Transcript]:
         forced = language_name(language) if language else None
         started = time.perf_counter()
+        if self.runtime is None:  # released by the previous low-memory call
+            self.runtime = self._load_runtime()
+        deferred = self._aligns_afterwards()
         runtime_before = replace(self.runtime.times)
         results: list[Transcript | None] = [None] * len(audios)
         inputs: list[_Input] = []
@@ -422,11 +435,49 @@ class QwenASREngine:
             self._decode_batch(batch, forced, context, emit, cancel)
             for job in batch:
                 owner = job.owner
-                if len(owner.segments) == len(owner.chunks):
+                if len(owner.segments) == len(owner.chunks) and not deferred:
                     results[owner.index] = self._finish(owner, emit)
                     owner.samples = np.empty(0, np.float32)  # free the audio early
-        self._share_times(inputs, runtime_before, time.perf_counter() - started)
+        runtime_after = replace(self.runtime.times)
+        if deferred:
+            self._align_afterwards(inputs, results, emit, cancel)
+        self._share_times(inputs, runtime_before, runtime_after, time.perf_counter() - started)
         return results  # type: ignore[return-value]
+
+    def _aligns_afterwards(self) -> bool:
+        """Low-memory word timing: align once the recognizer is released (models we own)."""
+        return self.config.align and self.config.low_memory and self._owns_models
+
+    def _align_afterwards(
+        self,
+        inputs: list[_Input],
+        results: list[Transcript | None],
+        emit: Emit | None,
+        cancel: threading.Event | None,
+    ) -> None:
+        """Release the recognizer, load the aligner, time every recognized segment, finish the
+        inputs in order, release the aligner."""
+        log.info("low memory: releasing the recognizer, loading the aligner")
+        self.runtime.close()
+        self.runtime = None
+        self.aligner = ForcedAligner.load(self.config.aligner_config())
+        try:
+            for owner in inputs:
+                if results[owner.index] is not None:  # no chunks: finished already
+                    continue
+                for index, chunk in enumerate(owner.chunks):
+                    if cancel is not None and cancel.is_set():
+                        raise CancelledError("The transcription was cancelled.")
+                    segment = owner.segments[index]
+                    if segment is not None:
+                        segment.words = self._align(owner, chunk, segment)
+                    if emit is not None:
+                        emit(SegmentReady(owner.index, index, segment))
+                results[owner.index] = self._finish(owner, emit)
+                owner.samples = np.empty(0, np.float32)
+        finally:
+            self.aligner.close()
+            self.aligner = None
 
     def _jobs(
         self, audios: list[AudioInput], start: float, duration: float | None, inputs: list[_Input]
@@ -591,7 +642,8 @@ class QwenASREngine:
                 truncated=failed or generation.finish == "length",
             )
         owner = job.owner
-        if segment is not None and self.aligner is not None:
+        deferred = self._aligns_afterwards()  # words, and the segment's event, come later
+        if segment is not None and self.aligner is not None and not deferred:
             segment.words = self._align(owner, job.chunk, segment)
         owner.segments[job.index] = segment
         owner.records[job.index] = ChunkRecord(
@@ -607,7 +659,7 @@ class QwenASREngine:
             owner.history = (Exchange(job.n_audio_tokens, answer, answer_ids), job.embeddings)
         job.embeddings = None
         job.request = None
-        if emit is not None:
+        if emit is not None and not deferred:
             emit(SegmentReady(owner.index, job.index, segment))
 
     def _align(self, owner: _Input, chunk: Chunk, segment: Segment) -> list[Word]:
@@ -651,7 +703,7 @@ class QwenASREngine:
         """The settings that shaped a transcript, as plain JSON-able values."""
         config = self.config
         return {
-            "runtime": self.runtime.name,
+            "runtime": self.runtime.name if self.runtime is not None else config.runtime,
             "decoder_quant": config.decoder_quant if config.runtime == "hybrid" else None,
             "encoder_precision": config.encoder_precision if config.runtime == "hybrid" else None,
             "dtype": config.dtype if config.runtime == "transformers" else None,
@@ -661,11 +713,11 @@ class QwenASREngine:
             "repetition_guard": config.repetition_guard,
             "align": config.align,
             "aligner_model": config.aligner_model if config.align else None,
+            "low_memory": config.low_memory,
         }
 
-    def _share_times(self, inputs: list[_Input], before, wall_s: float) -> None:
-        """Give each input its share of the runtime's time, by audio length."""
-        now = self.runtime.times
+    def _share_times(self, inputs: list[_Input], before, now, wall_s: float) -> None:
+        """Give each input its share of the runtime's time (`now` - `before`), by audio length."""
         total_audio = sum(owner.stats.audio_s for owner in inputs) or 1.0
         own = sum(
             o.stats.decode_s + o.stats.vad_s + o.stats.mel_s + o.stats.align_s for o in inputs
