@@ -35,3 +35,13 @@ def peak_rss_mb() -> float | None:
 def current_rss_mb() -> float | None:
     """This process's resident memory now, in MB (Linux); None elsewhere."""
     return _status_mb("VmRSS:")
+
+
+def reset_peak_rss() -> bool:
+    """Start the peak (VmHWM) over from the current resident memory (Linux); False elsewhere."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as clear_refs:
+            clear_refs.write("5")
+        return True
+    except OSError:
+        return False

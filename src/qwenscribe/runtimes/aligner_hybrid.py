@@ -142,3 +142,4 @@ class HybridAligner:
     def close(self) -> None:
         self._contexts.close()
         self.scorer.close()
+        self.encoder.close()

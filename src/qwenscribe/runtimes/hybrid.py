@@ -225,3 +225,4 @@ class HybridRuntime:
     def close(self) -> None:
         self._contexts.close()
         self.decoder.close()
+        self.encoder.close()

@@ -68,3 +68,8 @@ class OnnxAudioEncoder:
         embeddings = self.backend.run(None, {"audio_tokens": tokens})[0]
         self.seconds += time.perf_counter() - started
         return embeddings
+
+    def close(self) -> None:
+        """Let ONNX Runtime free the sessions (their weights and arena) now."""
+        self.sessions = []
+        self.frontend = self.backend = None
