@@ -161,10 +161,9 @@ def test_a_language_the_aligner_lacks_is_timed_from_chunks(tokenizer, aligner, d
     assert all(cue.end > cue.start for cue in cues)
 
 
-def test_the_engine_aligns_with_the_real_runtimes(checkpoints, data_dir, tmp_path, monkeypatch):
-    """End to end with models on both sides (random weights: only the structure is checked)."""
-    monkeypatch.setenv("QWENSCRIBE_HOME", str(tmp_path))
-    config = ASREngineConfig(
+def aligning_config(checkpoints, **overrides) -> ASREngineConfig:
+    """The tiny hybrid recognizer and aligner, greedy and unguarded, one thread."""
+    return ASREngineConfig(
         model=str(checkpoints[("asr", "hf")]),
         align=True,
         aligner_model=str(checkpoints[("aligner", "original")]),
@@ -172,8 +171,14 @@ def test_the_engine_aligns_with_the_real_runtimes(checkpoints, data_dir, tmp_pat
         threads=1,
         repetition_guard=False,
         tokens_per_second=2.0,
+        **overrides,
     )
-    with QwenASREngine(config) as engine:
+
+
+def test_the_engine_aligns_with_the_real_runtimes(checkpoints, data_dir, tmp_path, monkeypatch):
+    """End to end with models on both sides (random weights: only the structure is checked)."""
+    monkeypatch.setenv("QWENSCRIBE_HOME", str(tmp_path))
+    with QwenASREngine(aligning_config(checkpoints)) as engine:
         transcript = engine.transcribe(
             (decode_audio(data_dir / "en_speech.wav"), RATE), language="en"
         )
@@ -195,16 +200,7 @@ def test_low_memory_aligns_after_recognition_with_the_same_result(
     """One model at a time: the recognizer is released before the aligner loads, and the
     transcripts (text, words, times) are the ones the two-model engine gives."""
     monkeypatch.setenv("QWENSCRIBE_HOME", str(tmp_path))
-    config = ASREngineConfig(
-        model=str(checkpoints[("asr", "hf")]),
-        align=True,
-        aligner_model=str(checkpoints[("aligner", "original")]),
-        vad=False,
-        threads=1,
-        repetition_guard=False,
-        tokens_per_second=2.0,
-        max_chunk_s=4.0,
-    )
+    config = aligning_config(checkpoints, max_chunk_s=4.0)
     clips = [(decode_audio(data_dir / name), RATE) for name in ("en_speech.wav", "en_long.flac")]
 
     def timed_words(transcripts):
