@@ -11,7 +11,7 @@ import json
 import os
 import sys
 import threading
-import time
+import timeit
 
 import numpy as np
 
@@ -19,21 +19,26 @@ BANDWIDTH_BYTES = 512 << 20  # far larger than any cache
 MATMUL_SIZE = 2048
 
 
+def _best_seconds(run, repeats: int) -> float:
+    """The fastest of `repeats` timed calls of `run`, after one untimed warm-up call."""
+    run()
+    return min(timeit.repeat(run, number=1, repeat=repeats))
+
+
 def read_bandwidth_gbs(threads: int, repeats: int = 5) -> float:
     """GB/s for reading a large array once, split over `threads` threads (numpy's reductions
     release the GIL, so the threads run at once)."""
     data = np.ones(BANDWIDTH_BYTES // 8, dtype=np.float64)
     parts = np.array_split(data, threads)
-    best = float("inf")
-    for _ in range(repeats):
+
+    def read_once() -> None:
         workers = [threading.Thread(target=np.add.reduce, args=(part,)) for part in parts]
-        started = time.perf_counter()
         for worker in workers:
             worker.start()
         for worker in workers:
             worker.join()
-        best = min(best, time.perf_counter() - started)
-    return data.nbytes / best / 1e9
+
+    return data.nbytes / _best_seconds(read_once, repeats) / 1e9
 
 
 def numpy_matmul_gflops(repeats: int = 5) -> float:
@@ -41,13 +46,7 @@ def numpy_matmul_gflops(repeats: int = 5) -> float:
     rng = np.random.default_rng(0)
     a = rng.standard_normal((MATMUL_SIZE, MATMUL_SIZE), dtype=np.float32)
     b = rng.standard_normal((MATMUL_SIZE, MATMUL_SIZE), dtype=np.float32)
-    a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - started)
-    return 2 * MATMUL_SIZE**3 / best / 1e9
+    return 2 * MATMUL_SIZE**3 / _best_seconds(lambda: a @ b, repeats) / 1e9
 
 
 def torch_matmul_gflops(threads: int, dtype: str, repeats: int = 5) -> float | None:
@@ -59,13 +58,7 @@ def torch_matmul_gflops(threads: int, dtype: str, repeats: int = 5) -> float | N
     torch.set_num_threads(threads)
     a = torch.randn(MATMUL_SIZE, MATMUL_SIZE).to(getattr(torch, dtype))
     b = torch.randn(MATMUL_SIZE, MATMUL_SIZE).to(getattr(torch, dtype))
-    a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - started)
-    return 2 * MATMUL_SIZE**3 / best / 1e9
+    return 2 * MATMUL_SIZE**3 / _best_seconds(lambda: a @ b, repeats) / 1e9
 
 
 def measure(threads: int) -> dict:

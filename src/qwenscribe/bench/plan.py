@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
 Part = Literal["matrix", "scaling", "parallel"]
@@ -35,7 +35,6 @@ class RunConfig:
     flash_attention: bool | None = None  # llama.cpp: None lets it decide
     chunk_s: float = CHUNK_S
     tokens_per_second: float = TOKENS_PER_SECOND
-    extra: dict = field(default_factory=dict)
 
     @property
     def label(self) -> str:

@@ -78,12 +78,18 @@ def cpu_name() -> str:
 
 
 def llama_build_features(system_info: str | None = None) -> dict[str, bool]:
-    """The instruction sets the installed llama.cpp's CPU backend was compiled with."""
+    """The instruction sets a llama.cpp system-info line names; the installed one's without."""
     if system_info is None:
-        from qwenscribe.runtimes.llama_decoder import llama_api
-
-        system_info = llama_api().llama_print_system_info().decode(errors="replace")
+        return dict(_installed_build_features())
     return {name: value == "1" for name, value in re.findall(r"(\w+) = (\d)", system_info)}
+
+
+@functools.cache
+def _installed_build_features() -> dict[str, bool]:
+    """Asked of llama.cpp once per process (every model load checks it)."""
+    from qwenscribe.runtimes.llama_decoder import llama_api
+
+    return llama_build_features(llama_api().llama_print_system_info().decode(errors="replace"))
 
 
 def missing_instructions(features: dict[str, bool], flags: frozenset[str]) -> list[str]:

@@ -43,9 +43,6 @@ class ContextSettings:
     n_ubatch: int | None = None  # rows per compute pass; None: n_batch
     flash_attention: bool | None = None  # None: llama.cpp decides
     f32_kv_cache: bool = False  # exact runs (parity tests) need f32 keys/values
-    # One pool of cells for all sequences (True), or n_ctx / n_seq cells each (False: every
-    # sequence attends over its own cells only, cheaper when several generate together).
-    unified_kv: bool = True
 
 
 class LlamaModel:
@@ -118,7 +115,7 @@ class LlamaContext:
         params.n_batch = settings.n_batch
         params.n_ubatch = settings.n_ubatch or settings.n_batch
         params.n_seq_max = settings.n_seq
-        params.kv_unified = settings.unified_kv
+        params.kv_unified = True  # sequences of different lengths share one pool of cells
         params.n_threads = params.n_threads_batch = settings.threads
         params.no_perf = True
         if settings.flash_attention is not None:

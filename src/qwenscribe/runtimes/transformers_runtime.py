@@ -139,9 +139,8 @@ class _SuppressEos:
         self.eos = torch.tensor(list(EOS_IDS))
 
     def __call__(self, input_ids, scores):
-        if len(self.rows):
-            rows = self.rows.to(scores.device)
-            scores[rows.unsqueeze(1), self.eos.to(scores.device)] = -float("inf")
+        rows = self.rows.to(scores.device)
+        scores[rows.unsqueeze(1), self.eos.to(scores.device)] = -float("inf")
         return scores
 
 
@@ -265,6 +264,7 @@ class TransformersRuntime(NativeRuntime):
             return []
         torch = self.torch
         watcher = _Watcher(torch, requests, None, should_stop, on_token)
+        suppressed = [request.suppress_eos for request in requests]
         sample = sampling.temperature > 0
         started = time.perf_counter()
         with torch.inference_mode():
@@ -281,7 +281,7 @@ class TransformersRuntime(NativeRuntime):
                 top_k=None,
                 eos_token_id=list(EOS_IDS),
                 pad_token_id=ENDOFTEXT_ID,
-                logits_processor=[_SuppressEos(torch, [r.suppress_eos for r in requests])],
+                logits_processor=[_SuppressEos(torch, suppressed)] if any(suppressed) else [],
                 stopping_criteria=[watcher],
             )
         # The first stopping-criteria call comes right after the prefill's token.
