@@ -50,6 +50,7 @@ def test_manifest_describes_and_hashes_every_file(converted_asr, checkpoints):
     assert manifest["kind"] == "asr"
     assert manifest["size"] == "tiny"
     assert manifest["converter_version"] == __version__
+    assert manifest["converter_revision"] == convert_module.CONVERTER_REVISION
     assert manifest["source"]["layout"] == "original"
     assert manifest["source"]["path"] == str(checkpoints[("asr", "original")])
     assert manifest["architecture"]["decoder"]["head_dim"] == 32
@@ -68,6 +69,21 @@ def test_same_options_again_is_a_no_op(converted_asr, checkpoints):
     again = convert(checkpoints[("asr", "original")], folder, FAST)
     assert again.skipped
     assert {path.name: path.stat().st_mtime_ns for path in folder.iterdir()} == before
+
+
+def test_a_conversion_by_an_older_converter_is_written_again(tmp_path, checkpoints, caplog):
+    """Files an older revision wrote still load, but the next use gets the new ones."""
+    folder = convert(checkpoints[("asr", "hf")], tmp_path / "m", FAST).folder
+    manifest_path = folder / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    del manifest["converter_revision"]  # as revision 1 wrote it
+    manifest_path.write_text(json.dumps(manifest))
+    with caplog.at_level("INFO", logger="qwenscribe.convert.convert"):
+        result = convert(checkpoints[("asr", "hf")], folder, FAST)
+    assert not result.skipped
+    assert read_manifest(folder)["converter_revision"] == convert_module.CONVERTER_REVISION
+    assert "converted by an older qwenscribe" in caplog.text
+    assert convert(checkpoints[("asr", "hf")], folder, FAST).skipped
 
 
 def test_other_options_replace_the_folder(tmp_path, checkpoints):

@@ -18,7 +18,7 @@ import onnxruntime as ort
 import pytest
 
 from qwenscribe.convert.checkpoint import Checkpoint
-from qwenscribe.convert.onnx_encoder import PRECISIONS, write_encoder_onnx
+from qwenscribe.convert.onnx_encoder import PRECISIONS, build_frontend, write_encoder_onnx
 
 SAMPLE_RATE = 16000
 CHUNK = 100  # mel frames per front-end chunk
@@ -186,6 +186,31 @@ def test_frontend_matches_transformers_on_random_and_real_mel(
 
 
 @pytest.mark.reference
+def test_patch_products_of_the_int8_front_end_are_the_convolutions(
+    checkpoints, hf_model, feature_extractor, en_speech, tmp_path
+):
+    """The int8 front end computes conv2d2 and conv2d3 as products over 3 x 3 patches (its
+    quantizer only makes MatMuls fast). Before quantization that graph is float32 and must be
+    the same function as transformers' convolutions, to float32 rounding."""
+    path = tmp_path / "frontend_patches_float.onnx"
+    build_frontend(Checkpoint(checkpoints[("asr", "hf")]), "int8").save(path)
+    assert sorted(op for op in _op_list(path) if op == "Conv") == ["Conv"]  # conv2d1 only
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(2)
+    random_chunks = rng.normal(0.0, 0.7, size=(5, 128, CHUNK)).astype(np.float32)
+    features, _ = log_mel(feature_extractor, en_speech)
+    real_chunks = np.ascontiguousarray(features.reshape(128, -1, CHUNK).transpose(1, 0, 2))
+    for chunks in (random_chunks, real_chunks, real_chunks[:1]):
+        expected = reference_chunk_embeddings(hf_model, chunks)
+        actual = session.run(None, {"mel_chunks": chunks.astype(np.float32)})[0]
+        scale = float(np.abs(expected).max())
+        error = max_abs(actual, expected)
+        print(f"patch front end, {len(chunks)} chunks: max abs {error:.2e} (scale {scale:.2f})")
+        # A tap in the wrong place or a wrong weight order is an error of the order of the scale.
+        assert error < 1e-5 * scale
+
+
+@pytest.mark.reference
 @pytest.mark.parametrize("seconds", [3, 8, 12, 12.34, 45])
 def test_encoder_matches_transformers(encoders, hf_model, feature_extractor, long_speech, seconds):
     features, valid = log_mel(feature_extractor, speech(long_speech, seconds))
@@ -272,8 +297,12 @@ def test_unknown_precision_names_the_choices(checkpoints, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def _op_list(path: Path) -> list[str]:
+    return [node.op_type for node in onnx.load(str(path)).graph.node]
+
+
 def _ops(path: Path) -> set[str]:
-    return {node.op_type for node in onnx.load(str(path)).graph.node}
+    return set(_op_list(path))
 
 
 def test_precisions_are_really_different_files(onnx_folder):
@@ -292,6 +321,11 @@ def test_precisions_are_really_different_files(onnx_folder):
             onnx_folder / f"encoder_{part}.int8.onnx"
         )
         assert "MatMulNBits" in _ops(onnx_folder / f"encoder_{part}.int4.onnx")
+    # int8's front end: conv2d1 stays a float Conv, the other two are int8 patch products
+    # (onnxruntime's ConvInteger would be 3.5x slower than float).
+    int8_frontend = _op_list(onnx_folder / "encoder_frontend.int8.onnx")
+    assert int8_frontend.count("Conv") == 1 and "ConvInteger" not in int8_frontend
+    assert int8_frontend.count("MatMulInteger") == 3  # conv2d2, conv2d3, conv_out
     # The attention products (both inputs computed) stay float MatMuls in the quantized files.
     assert "MatMul" in _ops(onnx_folder / "encoder_backend.int4.onnx")
     sizes = {p: (onnx_folder / f"encoder_backend.{p}.onnx").stat().st_size for p in PRECISIONS}
@@ -299,7 +333,8 @@ def test_precisions_are_really_different_files(onnx_folder):
 
 
 # (min cosine, max abs error) against fp32 on 12 s of speech, tiny random checkpoint (seed 0).
-# Measured: fp16 cosine 1 - 1e-7, max abs 1.5e-3; int8 0.99987, 0.045; int4 0.9892, 0.49
+# Measured: fp16 cosine 1 - 1e-7, max abs 1.5e-3; int8 0.99986, 0.056 (its wide convolutions as
+# int8 patch products; 0.99987, 0.045 with float convolutions); int4 0.9892, 0.49
 # (output scale about 2). The bounds leave a margin of about 3x on the error. The tiny model's
 # matrices are 64 wide, so these guard against a broken precision; they do not predict the
 # real encoders' figures.
@@ -340,7 +375,7 @@ def test_exporter_never_imports_torch(checkpoints, tmp_path):
             sys.modules[blocked] = None  # any import of them now raises ImportError
         from pathlib import Path
         from qwenscribe.convert.checkpoint import Checkpoint
-        from qwenscribe.convert.onnx_encoder import PRECISIONS, write_encoder_onnx
+        from qwenscribe.convert.onnx_encoder import PRECISIONS, build_frontend, write_encoder_onnx
         checkpoint = Checkpoint({str(checkpoints[("asr", "original")])!r})
         for precision in PRECISIONS:
             write_encoder_onnx(checkpoint, Path({str(tmp_path)!r}), precision)

@@ -28,6 +28,11 @@ log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 FORMAT = "qwenscribe-hybrid"
 FORMAT_VERSION = 1
+# Raised whenever the files written change while the runtime can still read the old ones
+# (FORMAT_VERSION is what it can read): an older conversion is then written again on next use,
+# so a user gets the better files without asking. 2: the int8 encoder's front end computes its
+# wide convolutions as int8 products (twice as fast as its float convolutions).
+CONVERTER_REVISION = 2
 # Files copied from the checkpoint when present: the tokenizer and the audio front-end settings.
 _COPIED = (
     "vocab.json",
@@ -94,6 +99,7 @@ def _up_to_date(manifest: dict[str, Any] | None, fingerprint: str, options: Conv
         and manifest["source"]["fingerprint"] == fingerprint
         and manifest["options"] == options.as_dict()
         and manifest["converter_version"] == __version__
+        and manifest.get("converter_revision") == CONVERTER_REVISION
     )
 
 
@@ -165,6 +171,7 @@ def _manifest(
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "converter_version": __version__,
+        "converter_revision": CONVERTER_REVISION,
         "kind": checkpoint.kind,
         "size": checkpoint.arch.size,
         "architecture": checkpoint.arch.to_dict(),
@@ -204,6 +211,8 @@ def convert(
     if _up_to_date(existing, fingerprint, options):
         log.info("%s is already converted with these options", out)
         return ConvertResult(out, existing, skipped=True)  # type: ignore[arg-type]
+    if existing is not None and existing.get("converter_revision") != CONVERTER_REVISION:
+        log.info("%s was converted by an older qwenscribe; converting it again", out)
     if out.exists() and existing is None and any(out.iterdir()):
         raise ModelError(
             f"{out} exists and is not a qwenscribe model folder.",

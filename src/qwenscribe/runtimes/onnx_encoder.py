@@ -18,9 +18,10 @@ from qwenscribe.errors import ModelError
 from qwenscribe.model.architecture import audio_token_count
 
 # 1-s chunks per front-end call. The first convolution's output is 6 MB per chunk at the real
-# sizes and ONNX Runtime's arena keeps the largest it saw: 32 at once held ~0.6 GB more at the
-# peak than 4, for no speed (measured on the 0.6B encoder, 30-s chunks).
-FRONTEND_BATCH = 4
+# sizes (the int8 graph's 3 x 3 patches 14 MB) and ONNX Runtime's arena keeps the largest it
+# saw. Measured on the 0.6B front end, 60 s of audio, 2 threads: int8 635 / 648 / 732 ms and
+# 141 / 210 / 349 MB peak for 1 / 2 / 4 chunks a call (float Convs: no difference in speed).
+FRONTEND_BATCH = 1
 
 
 class OnnxAudioEncoder:
