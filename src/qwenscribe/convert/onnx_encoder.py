@@ -374,7 +374,7 @@ def _conv_as_matmul(
 
     Why: onnxruntime's int8 convolution (ConvInteger) is 3.5x slower than its float32 Conv on
     the real front end, while its int8 MatMul is more than twice as fast as float32. The
-    second and third convolutions are 97 % of the front end's arithmetic (conv2d1 has a single
+    second and third convolutions are 95 % of the front end's arithmetic (conv2d1 has a single
     input channel), and the front end ran 73 % of the 0.6B encoder's time with float32 Convs.
     The patches are the nine stride-2 slices of the padded input, concatenated along channels,
     so patch feature (3 * i + j) * in + c holds input channel c at kernel tap (i, j).
@@ -584,7 +584,7 @@ def _quantize_int8(source: Path, path: Path, large: bool) -> None:
 
     Only MatMuls with a constant weight are quantized (the attention products stay float). The
     front end's wide convolutions are such MatMuls in an int8 graph (`_conv_as_matmul`); the
-    first, with one input channel and 0.7 % of the front end's arithmetic, stays a float Conv.
+    first, with one input channel and 0.6 % of the front end's arithmetic, stays a float Conv.
     Weights get one scale per output column: as fast as one per tensor on onnxruntime's CPU
     kernel, and it halved the output error on the tiny test encoder (cosine 0.99966 -> 0.99986).
     The float model is read from a file: given a ModelProto, quantize_dynamic would deep-copy it
