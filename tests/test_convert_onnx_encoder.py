@@ -321,11 +321,16 @@ def test_precisions_are_really_different_files(onnx_folder):
             onnx_folder / f"encoder_{part}.int8.onnx"
         )
         assert "MatMulNBits" in _ops(onnx_folder / f"encoder_{part}.int4.onnx")
-    # int8's front end: conv2d1 stays a float Conv, the other two are int8 patch products
-    # (onnxruntime's ConvInteger would be 3.5x slower than float).
+    # The quantized front ends: conv2d1 stays a float Conv, conv2d2 and conv2d3 are int8 patch
+    # products in both (onnxruntime's ConvInteger would be 3.5x slower than float).
     int8_frontend = _op_list(onnx_folder / "encoder_frontend.int8.onnx")
-    assert int8_frontend.count("Conv") == 1 and "ConvInteger" not in int8_frontend
+    int4_frontend = _op_list(onnx_folder / "encoder_frontend.int4.onnx")
+    for ops in (int8_frontend, int4_frontend):
+        assert ops.count("Conv") == 1
+        assert "ConvInteger" not in ops
     assert int8_frontend.count("MatMulInteger") == 3  # conv2d2, conv2d3, conv_out
+    assert int4_frontend.count("MatMulInteger") == 2  # conv2d2, conv2d3
+    assert int4_frontend.count("MatMulNBits") == 1  # conv_out
     # The attention products (both inputs computed) stay float MatMuls in the quantized files.
     assert "MatMul" in _ops(onnx_folder / "encoder_backend.int4.onnx")
     sizes = {p: (onnx_folder / f"encoder_backend.{p}.onnx").stat().st_size for p in PRECISIONS}
@@ -334,7 +339,7 @@ def test_precisions_are_really_different_files(onnx_folder):
 
 # (min cosine, max abs error) against fp32 on 12 s of speech, tiny random checkpoint (seed 0).
 # Measured: fp16 cosine 1 - 1e-7, max abs 1.5e-3; int8 0.99986, 0.056 (its wide convolutions as
-# int8 patch products; 0.99987, 0.045 with float convolutions); int4 0.9892, 0.49
+# int8 patch products; 0.99987, 0.045 with float convolutions); int4 0.9893, 0.46 (0.9892, 0.49)
 # (output scale about 2). The bounds leave a margin of about 3x on the error. The tiny model's
 # matrices are 64 wide, so these guard against a broken precision; they do not predict the
 # real encoders' figures.
