@@ -30,8 +30,8 @@ FORMAT = "qwenscribe-hybrid"
 FORMAT_VERSION = 1
 # Raised whenever the files written change while the runtime can still read the old ones
 # (FORMAT_VERSION is what it can read): an older conversion is then written again on next use,
-# so a user gets the better files without asking. 2: the int8 encoder's front end computes its
-# wide convolutions as int8 products (twice as fast as its float convolutions).
+# so a user gets the better files without asking. 2: the int8 and int4 encoders' front ends
+# compute their wide convolutions as int8 products (2-2.4x as fast as float convolutions).
 CONVERTER_REVISION = 2
 # Files copied from the checkpoint when present: the tokenizer and the audio front-end settings.
 _COPIED = (
