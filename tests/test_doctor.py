@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from qwenscribe import doctor
 from qwenscribe.cli import app as main_app
+from qwenscribe.runtimes import cpu
 
 runner = CliRunner()
 
@@ -39,8 +40,8 @@ def test_each_quick_check_passes_here(function):
 def test_cpu_flags_are_read(tmp_path):
     info = tmp_path / "cpuinfo"
     info.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f amx_tile\n")
-    assert {"avx2", "avx512f", "amx_tile"} <= doctor.cpu_flags(info)
-    assert doctor.cpu_flags(tmp_path / "missing") is None
+    assert {"avx2", "avx512f", "amx_tile"} <= cpu.read_cpu_flags(info)
+    assert cpu.read_cpu_flags(tmp_path / "missing") is None
 
 
 def test_llama_cpp_decodes_quantized_multi_token_batches():

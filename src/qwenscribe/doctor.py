@@ -114,11 +114,8 @@ def check_vad_model() -> Check:
     return Check("silero VAD model", OK, str(path))
 
 
-cpu_flags = cpu.read_cpu_flags
-
-
 def check_cpu() -> Check:
-    flags = cpu_flags()
+    flags = cpu.read_cpu_flags()
     model = cpu.cpu_name()
     if flags is None:
         return Check("cpu features", OK, f"{model}; no /proc/cpuinfo", required=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -39,8 +40,6 @@ DISK_MARGIN_GB = 1.0
 
 def check_disk(runs: list[RunConfig], work_dir: Path) -> None:
     """Refuse to start when the files still to write would not fit."""
-    import shutil
-
     needed = 0.0
     for size in {run.size for run in runs}:
         if not (work_dir / f"asr-{size}" / "config.json").is_file():

@@ -64,13 +64,8 @@ def ensure_checkpoint(
             else:
                 architecture_module.ARCHITECTURES[key] = saved
     else:
-        write_checkpoint(
-            folder,
-            kind=kind,
-            size=size,
-            seed=seed,
-            overwrite=True,  # type: ignore[arg-type]
-        )
+        # kind and size are checked strings here, the Literal types write_checkpoint names.
+        write_checkpoint(folder, kind, size, seed=seed, overwrite=True)  # type: ignore[arg-type]
     return folder, time.perf_counter() - started
 
 
