@@ -18,7 +18,8 @@ import onnxruntime as ort
 import pytest
 
 from qwenscribe.convert.checkpoint import Checkpoint
-from qwenscribe.convert.onnx_encoder import PRECISIONS, build_frontend, write_encoder_onnx
+from qwenscribe.convert.onnx_encoder import build_frontend, write_encoder_onnx
+from qwenscribe.convert.onnx_graph import PRECISIONS
 
 SAMPLE_RATE = 16000
 CHUNK = 100  # mel frames per front-end chunk
@@ -380,7 +381,8 @@ def test_exporter_never_imports_torch(checkpoints, tmp_path):
             sys.modules[blocked] = None  # any import of them now raises ImportError
         from pathlib import Path
         from qwenscribe.convert.checkpoint import Checkpoint
-        from qwenscribe.convert.onnx_encoder import PRECISIONS, build_frontend, write_encoder_onnx
+        from qwenscribe.convert.onnx_encoder import write_encoder_onnx
+        from qwenscribe.convert.onnx_graph import PRECISIONS
         checkpoint = Checkpoint({str(checkpoints[("asr", "original")])!r})
         for precision in PRECISIONS:
             write_encoder_onnx(checkpoint, Path({str(tmp_path)!r}), precision)
@@ -399,9 +401,9 @@ def test_models_over_the_protobuf_limit_keep_weights_beside_them(
     checkpoints, tmp_path, monkeypatch, encoders, precision
 ):
     """Above 2 GiB the weights go to `<file>.data`; the outputs are the same as single files."""
-    import qwenscribe.convert.onnx_encoder as onnx_encoder
+    import qwenscribe.convert.onnx_graph as onnx_graph
 
-    monkeypatch.setattr(onnx_encoder, "_SINGLE_FILE_LIMIT", 10_000)  # the tiny model is larger
+    monkeypatch.setattr(onnx_graph, "_SINGLE_FILE_LIMIT", 10_000)  # the tiny model is larger
     big = export(checkpoints[("asr", "hf")], tmp_path, precision)
     names = sorted(path.name for path in tmp_path.iterdir())
     assert names == [
@@ -416,7 +418,7 @@ def test_models_over_the_protobuf_limit_keep_weights_beside_them(
     np.testing.assert_array_equal(big.chunk_embeddings(chunks), single.chunk_embeddings(chunks))
     np.testing.assert_array_equal(big.encode_tokens(tokens), single.encode_tokens(tokens))
     # Exported again under the normal limit: single files, and no stale side files left.
-    monkeypatch.setattr(onnx_encoder, "_SINGLE_FILE_LIMIT", 1 << 40)
+    monkeypatch.setattr(onnx_graph, "_SINGLE_FILE_LIMIT", 1 << 40)
     export(checkpoints[("asr", "hf")], tmp_path, precision)
     assert sorted(path.name for path in tmp_path.iterdir()) == [
         f"encoder_backend.{precision}.onnx",

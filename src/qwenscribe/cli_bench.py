@@ -68,7 +68,7 @@ def register(app: typer.Typer, friendly_errors: Callable) -> None:
         from qwenscribe.bench.models import SIZES
         from qwenscribe.bench.plan import QUICK, PlanOptions
         from qwenscribe.convert.gguf_decoder import QUANTS
-        from qwenscribe.convert.onnx_encoder import PRECISIONS
+        from qwenscribe.convert.onnx_graph import PRECISIONS
         from qwenscribe.errors import InputError
         from qwenscribe.paths import bench_dir
 

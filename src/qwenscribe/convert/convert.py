@@ -128,7 +128,7 @@ def _writers(
 
 def _validate(options: ConvertOptions) -> None:
     from qwenscribe.convert.gguf_decoder import QUANTS
-    from qwenscribe.convert.onnx_encoder import PRECISIONS
+    from qwenscribe.convert.onnx_graph import PRECISIONS
 
     bad_encoder = [p for p in options.encoder_precisions if p not in PRECISIONS]
     bad_decoder = [q for q in options.decoder_quants if q not in QUANTS]

@@ -23,7 +23,8 @@ from qwenscribe.convert.convert import (
     source_fingerprint,
 )
 from qwenscribe.convert.gguf_decoder import QUANTS, TOKEN_EMBEDDINGS_FILE, aligner_filename
-from qwenscribe.convert.onnx_encoder import PRECISIONS, backend_filename, frontend_filename
+from qwenscribe.convert.onnx_encoder import backend_filename, frontend_filename
+from qwenscribe.convert.onnx_graph import PRECISIONS
 from qwenscribe.errors import ModelError
 from qwenscribe.model.architecture import Kind
 from qwenscribe.model.resolve import ResolvedModel, resolve_model
