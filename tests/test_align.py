@@ -9,6 +9,7 @@ are written out here from shared/REFERENCE.md ("Forced aligner"), not taken from
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +31,13 @@ from qwenscribe.core.align import (
 from qwenscribe.errors import InputError, ModelError
 from qwenscribe.model.architecture import audio_token_count
 from qwenscribe.model.tokenizer import load_tokenizer
-from qwenscribe.runtimes.aligner_hybrid import HybridAligner, HybridAlignerSettings
+from qwenscribe.runtimes.aligner_hybrid import (
+    HybridAligner,
+    HybridAlignerSettings,
+    LlamaSlotScorer,
+)
 from qwenscribe.runtimes.base import RuntimeTimes
+from qwenscribe.runtimes.onnx_aligner import OnnxSlotScorer
 from torchless import run_without_torch
 
 RATE = 16000
@@ -358,16 +364,27 @@ def test_model_files_refuse_a_recognizer(checkpoints, tmp_path) -> None:
 # -- the hybrid aligner ------------
 
 
-def test_default_hybrid_aligner_end_to_end(checkpoints, tmp_path, monkeypatch, data_dir) -> None:
-    """The defaults (int8 encoder, q8_0 scorer, llama.cpp's default context): the checkpoint
-    is converted into the cache, and a clip's words come back timed, in order, punctuated."""
+@pytest.mark.parametrize(
+    ("quant", "scorer"),
+    [(None, OnnxSlotScorer), ("q8_0", LlamaSlotScorer)],
+    ids=["default", "gguf"],
+)
+def test_hybrid_aligner_end_to_end(
+    quant, scorer, checkpoints, tmp_path, monkeypatch, data_dir
+) -> None:
+    """The defaults (int8 encoder, int8 ONNX decoder), and the q8_0 GGUF decoder with
+    llama.cpp's default context: the checkpoint is converted into the cache, and a clip's words
+    come back timed, in order, punctuated."""
     monkeypatch.setenv("QWENSCRIBE_HOME", str(tmp_path))
     samples = decode_audio(data_dir / "en_speech.wav")
     text = "The quick brown fox jumps over the lazy dog. Subtitles should never cut a word in half."
     config = AlignerConfig(model=str(checkpoints[("aligner", "hf")]), threads=1)
+    if quant is not None:
+        config = replace(config, quant=quant)
     with ForcedAligner.load(config) as aligner:
-        assert aligner.runtime.settings.quant == "q8_0"
+        assert aligner.runtime.settings.quant == (quant or "int8")
         assert aligner.runtime.settings.encoder_precision == "int8"
+        assert isinstance(aligner.runtime.scorer, scorer)
         words = aligner.align(samples, text, "en", offset_s=2.0)
     assert [word.text for word in words] == text.split()
     end = 2.0 + len(samples) / RATE
@@ -377,9 +394,10 @@ def test_default_hybrid_aligner_end_to_end(checkpoints, tmp_path, monkeypatch, d
 
 @pytest.fixture(scope="module")
 def converted_aligner(checkpoints, tmp_path_factory) -> Path:
-    """The tiny aligner as unquantized hybrid files."""
+    """The tiny aligner as unquantized hybrid files, its decoder as GGUF and as ONNX."""
     out = tmp_path_factory.mktemp("aligner") / "converted"
-    return convert(checkpoints[("aligner", "hf")], out, ConvertOptions(("fp32",), ("f32",))).folder
+    options = ConvertOptions(("fp32",), ("f32", "fp32"))
+    return convert(checkpoints[("aligner", "hf")], out, options).folder
 
 
 def test_hybrid_scores_do_not_depend_on_the_batch_size(converted_aligner: Path) -> None:
@@ -403,12 +421,13 @@ def test_hybrid_scores_do_not_depend_on_the_batch_size(converted_aligner: Path) 
     np.testing.assert_array_equal(scores[1].argmax(1), scores[0].argmax(1))
 
 
-def test_hybrid_aligner_never_imports_torch(converted_aligner: Path, data_dir: Path) -> None:
+@pytest.mark.parametrize("quant", ["f32", "fp32"])
+def test_hybrid_aligner_never_imports_torch(quant, converted_aligner: Path, data_dir: Path) -> None:
     code = f"""
 import sys
 from qwenscribe.audio.decode import decode_audio
 from qwenscribe.core.align import AlignerConfig, ForcedAligner
-config = AlignerConfig(model={str(converted_aligner)!r}, quant="f32", encoder_precision="fp32",
+config = AlignerConfig(model={str(converted_aligner)!r}, quant={quant!r}, encoder_precision="fp32",
                        threads=1)
 with ForcedAligner.load(config) as aligner:
     samples = decode_audio({str(data_dir / "zh_speech.wav")!r})

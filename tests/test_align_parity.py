@@ -3,8 +3,10 @@
 The reference is transformers' own pipeline on each speech fixture and its text:
 `AutoProcessor.prepare_forced_aligner_inputs` (its word splitting, tokenizer, feature extractor),
 `Qwen3ASRForTokenClassification` forward, `decode_forced_alignment` (argmax, the monotonic
-repair, seconds). The hybrid aligner runs with the unquantized files (fp32 ONNX, f32 GGUF, f32
-KV cache, flash attention off); the transformers aligner with float32. At every `<timestamp>`
+repair, seconds). The hybrid aligner runs with the unquantized files, its decoder either on
+llama.cpp ("hybrid-gguf": f32 GGUF, f32 KV cache, flash attention off) or on ONNX Runtime
+("hybrid-onnx": the fp32 ONNX decoder); the encoder is the fp32 ONNX one for both. The
+transformers aligner runs in float32. At every `<timestamp>`
 slot the class (argmax) must be the same and the logits close; the words' times must be the
 reference's, clamped to the clip.
 
@@ -45,14 +47,17 @@ CLIPS = ("en_speech.wav", "zh_speech.wav", "en_long.flac")
 OFFSET_S = 61.5  # where the clips are placed on a file's timeline
 SHARPNESS = 4.0
 # Max |logit - reference logit| allowed (logits reach ~19), about 3x what was measured on these
-# clips: plain 1.0e-5 (hybrid) / 9.1e-6 (transformers); sharp 1.1e-3 / 1.6e-4. Both runtimes
+# clips: plain 9.5e-6 (hybrid-gguf) / 1.1e-5 (hybrid-onnx) / 9.1e-6 (transformers); sharp
+# 1.2e-3 / 2.9e-4 / 1.6e-4. Both runtimes
 # differ from the reference by the mel (float64 here, float32 there); the hybrid also by
 # llama.cpp's float32 sums, which sharp attention amplifies (2.6e-4 on one clip with the very
 # same audio rows fed to both). The sharp reference's smallest top-2 margin is 0.004.
 LOGIT_BOUNDS = {
-    ("plain", "hybrid"): 5e-5,
+    ("plain", "hybrid-gguf"): 5e-5,
+    ("plain", "hybrid-onnx"): 5e-5,
     ("plain", "transformers"): 5e-5,
-    ("sharp", "hybrid"): 3e-3,
+    ("sharp", "hybrid-gguf"): 3e-3,
+    ("sharp", "hybrid-onnx"): 1e-3,
     ("sharp", "transformers"): 5e-4,
 }
 CASES = [(variant, layout) for variant in ("plain", "sharp") for layout in ("hf", "original")]
@@ -110,7 +115,7 @@ def aligner_checkpoints(checkpoints, tmp_path_factory) -> dict[tuple[str, str], 
 @pytest.fixture(scope="module")
 def converted(aligner_checkpoints, tmp_path_factory) -> dict[tuple[str, str], Path]:
     root = tmp_path_factory.mktemp("converted-aligners")
-    options = ConvertOptions(encoder_precisions=("fp32",), decoder_quants=("f32",))
+    options = ConvertOptions(encoder_precisions=("fp32",), decoder_quants=("f32", "fp32"))
     return {
         key: convert(folder, root / "-".join(key), options).folder
         for key, folder in aligner_checkpoints.items()
@@ -189,10 +194,10 @@ def clamped(times_s: list[tuple[float, float]], duration_s: float) -> list[tuple
 
 
 def open_aligner(runtime: str, folder: Path) -> ForcedAligner:
-    if runtime == "hybrid":
+    if runtime.startswith("hybrid"):
         config = AlignerConfig(
             model=str(folder),
-            quant="f32",
+            quant="f32" if runtime == "hybrid-gguf" else "fp32",
             encoder_precision="fp32",
             exact_kv_cache=True,
             flash_attention=False,
@@ -203,14 +208,14 @@ def open_aligner(runtime: str, folder: Path) -> ForcedAligner:
     return ForcedAligner.load(config)
 
 
-@pytest.mark.parametrize("runtime", ["hybrid", "transformers"])
+@pytest.mark.parametrize("runtime", ["hybrid-gguf", "hybrid-onnx", "transformers"])
 @pytest.mark.parametrize(("variant", "layout"), CASES)
 def test_aligner_equals_transformers(
     variant, layout, runtime, aligner_checkpoints, converted, references, clips
 ) -> None:
     folder = (
         converted[(variant, layout)]
-        if runtime == "hybrid"
+        if runtime.startswith("hybrid")
         else aligner_checkpoints[(variant, layout)]
     )
     worst, classes = 0.0, set()

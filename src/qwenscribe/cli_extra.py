@@ -110,14 +110,14 @@ def register(app: typer.Typer, friendly_errors: Callable) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
     ) -> None:
         """Download a model (if needed) and convert it into the cache ahead of time."""
-        from qwenscribe.model_cache import DEFAULT_PRECISION, DEFAULT_QUANT
+        from qwenscribe.model_cache import DEFAULT_PRECISION
         from qwenscribe.model_cache import download as run_download
 
         with stderr.status(f"downloading and converting {name} ..."):
             folders = run_download(
                 name,
                 tuple(encoder_precision or (DEFAULT_PRECISION,)),
-                tuple(decoder_quant or (DEFAULT_QUANT,)),
+                tuple(decoder_quant or ()),
             )
         if as_json:
             print(json.dumps({"model": name, "folders": [str(f) for f in folders]}, indent=2))

@@ -24,8 +24,10 @@ _DESCRIPTIONS = {
     "1.7b": "speech recognizer, 1.7B parameters (more accurate, slower)",
     "aligner": "forced aligner for word timing, 0.6B parameters",
 }
-DEFAULT_PRECISION = "int8"  # what the engine uses by default (ASREngineConfig)
-DEFAULT_QUANT = "q8_0"
+# What the engine uses by default (ASREngineConfig): the encoders' precision and the decoders'
+# files, by kind of model (the aligner's decoder runs on ONNX Runtime, see runtimes.aligner_hybrid).
+DEFAULT_PRECISION = "int8"
+DEFAULT_QUANTS = {"asr": "q8_0", "aligner": "int8"}
 
 
 @dataclass(frozen=True)
@@ -130,16 +132,17 @@ def cache_summary() -> dict[str, Any]:
 def download(
     model: str,
     encoder_precisions: Sequence[str] = (DEFAULT_PRECISION,),
-    decoder_quants: Sequence[str] = (DEFAULT_QUANT,),
+    decoder_quants: Sequence[str] = (),
 ) -> list[Path]:
     """Resolve `model` (downloading a hub id if needed) and convert it into the cache for each
-    (precision, quantization) asked for; the converted folders."""
+    (precision, quantization) asked for (none: the engine's default for the model's kind); the
+    converted folders."""
     from qwenscribe.core.models import hybrid_model_files
 
     resolved = resolve_model(model)
     folders = []
     for precision in dict.fromkeys(encoder_precisions or (DEFAULT_PRECISION,)):
-        for quant in dict.fromkeys(decoder_quants or (DEFAULT_QUANT,)):
+        for quant in dict.fromkeys(decoder_quants or (DEFAULT_QUANTS[resolved.kind],)):
             # The name as given, so the folder is the one `transcribe --model NAME` looks for.
             files = hybrid_model_files(model, precision, quant, resolved.kind)
             folders.append(files.folder)

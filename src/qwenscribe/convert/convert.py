@@ -108,30 +108,31 @@ def _writers(
 ) -> tuple[Callable[..., list[Path]], Callable[..., Path], Callable[..., Path] | None]:
     """The encoder writer, the decoder writer for `kind`, and what the aligner needs beside it.
 
-    The aligner's GGUF carries the 5000-class timestamp head as its output, so llama.cpp scores
-    only the flagged timestamp positions; a decoder GGUF with the head kept apart made llama.cpp
-    compute the 152k-wide vocabulary head at every position (+33 % prefill time, measured).
-    Its text tokens are embedded from `token_embeddings.npy` by the runtime.
+    The aligner's decoder is written with its 5000-class timestamp head, as ONNX or as GGUF
+    (`onnx_aligner.write_aligner_scorer`), so only the flagged timestamp positions are scored;
+    a decoder GGUF with the head kept apart made llama.cpp compute the 152k-wide vocabulary head
+    at every position (+33 % prefill time, measured). Its text tokens are embedded from
+    `token_embeddings.npy` by the runtime.
     """
     # Imported on use: each pulls in onnx / gguf, which `import qwenscribe` should not.
     from qwenscribe.convert import gguf_decoder
+    from qwenscribe.convert.onnx_aligner import write_aligner_scorer
     from qwenscribe.convert.onnx_encoder import write_encoder_onnx
 
     if kind == "aligner":
-        return (
-            write_encoder_onnx,
-            gguf_decoder.write_aligner_gguf,
-            gguf_decoder.write_token_embeddings,
-        )
+        return write_encoder_onnx, write_aligner_scorer, gguf_decoder.write_token_embeddings
     return write_encoder_onnx, gguf_decoder.write_decoder_gguf, None
 
 
-def _validate(options: ConvertOptions) -> None:
+def _validate(options: ConvertOptions, kind: str | None) -> None:
+    """Refuse unknown choices; kind None (not known yet) allows what any kind allows."""
     from qwenscribe.convert.gguf_decoder import QUANTS
+    from qwenscribe.convert.onnx_aligner import ALIGNER_QUANTS
     from qwenscribe.convert.onnx_graph import PRECISIONS
 
+    allowed = QUANTS if kind == "asr" else ALIGNER_QUANTS  # the aligner's are a superset
     bad_encoder = [p for p in options.encoder_precisions if p not in PRECISIONS]
-    bad_decoder = [q for q in options.decoder_quants if q not in QUANTS]
+    bad_decoder = [q for q in options.decoder_quants if q not in allowed]
     if bad_encoder or not options.encoder_precisions:
         raise ModelError(
             f"Unknown encoder precision {', '.join(bad_encoder) or '(none)'}.",
@@ -139,8 +140,9 @@ def _validate(options: ConvertOptions) -> None:
         )
     if bad_decoder or not options.decoder_quants:
         raise ModelError(
-            f"Unknown decoder quantization {', '.join(bad_decoder) or '(none)'}.",
-            f"Choose from {', '.join(QUANTS)}.",
+            f"Unknown decoder quantization {', '.join(bad_decoder) or '(none)'}"
+            + (" for a speech recognizer." if kind == "asr" else "."),
+            f"Choose from {', '.join(allowed)}.",
         )
 
 
@@ -202,10 +204,11 @@ def convert(
 ) -> ConvertResult:
     """Convert `source` (a checkpoint folder or hub id / short name) into the folder `out`."""
     options = options or ConvertOptions()
-    _validate(options)
+    _validate(options, None)  # before anything is looked up or downloaded
     out = Path(out).expanduser()
     resolved = resolve_model(str(source))
     checkpoint = Checkpoint(resolved.path)
+    _validate(options, checkpoint.kind)
     fingerprint = source_fingerprint(checkpoint.folder)
     existing = read_manifest(out)
     if _up_to_date(existing, fingerprint, options):

@@ -238,7 +238,7 @@ class GraphBuilder:
     ) -> BuiltModel:
         """The finished model; the builder hands its weights over and is empty afterwards."""
         opsets = [helper.make_opsetid("", OPSET)]
-        if self.int4:
+        if any(node.domain == "com.microsoft" for node in self.nodes):  # int4, attention
             opsets.append(helper.make_opsetid("com.microsoft", 1))
         shell = helper.make_model(
             helper.make_graph(self.nodes, graph_name, inputs, outputs),
@@ -356,7 +356,8 @@ def _quantize_int8(
             nodes_to_quantize=list(nodes) if nodes is not None else None,
             nodes_to_exclude=list(excluded),
             use_external_data_format=large,
-            extra_options={"MatMulConstBOnly": True},
+            # Shape inference cannot type the outputs of contrib operators; all are float32.
+            extra_options={"MatMulConstBOnly": True, "DefaultTensorType": TensorProto.FLOAT},
         )
 
 

@@ -301,8 +301,9 @@ class AlignerConfig:
     runtime: AlignerRuntimeName = "hybrid"
     device: str = "cpu"
     threads: int | None = None
-    # hybrid runtime
-    quant: str = "q8_0"
+    # hybrid runtime. quant: the decoder's file, an ONNX precision (int8: ONNX Runtime, 2.5x as
+    # fast as llama.cpp's q8_0 on a CPU) or a GGUF quantization (llama.cpp).
+    quant: str = "int8"
     encoder_precision: str = "int8"
     flash_attention: bool | None = None
     exact_kv_cache: bool = False  # f32 keys/values in llama.cpp (parity tests; slower)
@@ -312,7 +313,7 @@ class AlignerConfig:
 
 
 def aligner_model_files(
-    model: str = DEFAULT_ALIGNER, precision: str = "int8", quant: str = "q8_0"
+    model: str = DEFAULT_ALIGNER, precision: str = "int8", quant: str = "int8"
 ) -> ModelFiles:
     """The converted aligner folder for `model`, converting a checkpoint once into the cache."""
     return hybrid_model_files(model, precision, quant, kind="aligner")

@@ -83,7 +83,7 @@ class ASREngineConfig:
     # call, and segments arrive (with their words) only after the whole call is recognized.
     low_memory: bool = False
     aligner_model: str = "aligner"
-    aligner_quant: str = "q8_0"
+    aligner_quant: str = "int8"  # ONNX (int8, fp32...) or GGUF (q8_0, f32...): see AlignerConfig
     aligner_encoder_precision: str = "int8"
     # decoding
     parallel_sequences: int = 4

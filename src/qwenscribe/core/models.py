@@ -22,7 +22,8 @@ from qwenscribe.convert.convert import (
     read_manifest,
     source_fingerprint,
 )
-from qwenscribe.convert.gguf_decoder import QUANTS, TOKEN_EMBEDDINGS_FILE, aligner_filename
+from qwenscribe.convert.gguf_decoder import QUANTS, TOKEN_EMBEDDINGS_FILE
+from qwenscribe.convert.onnx_aligner import ALIGNER_QUANTS, aligner_scorer_filename
 from qwenscribe.convert.onnx_encoder import backend_filename, frontend_filename
 from qwenscribe.convert.onnx_graph import PRECISIONS
 from qwenscribe.errors import ModelError
@@ -62,7 +63,7 @@ def hybrid_files(kind: Kind, precision: str, quant: str) -> list[str]:
     encoder = [frontend_filename(precision), backend_filename(precision)]
     if kind == "asr":
         return [*encoder, f"decoder.{quant}.gguf"]
-    return [*encoder, aligner_filename(quant), TOKEN_EMBEDDINGS_FILE]
+    return [*encoder, aligner_scorer_filename(quant), TOKEN_EMBEDDINGS_FILE]
 
 
 def check_converted(
@@ -100,7 +101,7 @@ def _cache_folder(resolved: ResolvedModel, precision: str, quant: str) -> Path:
 def hybrid_model_files(model: str, precision: str, quant: str, kind: Kind = "asr") -> ModelFiles:
     """The converted folder for `model`, converting (once) when given a checkpoint."""
     _check_choice(precision, PRECISIONS, "encoder precision")
-    _check_choice(quant, QUANTS, "quantization")
+    _check_choice(quant, QUANTS if kind == "asr" else ALIGNER_QUANTS, "quantization")
     given = Path(model).expanduser()
     manifest = read_manifest(given) if given.is_dir() else None
     if manifest is None:

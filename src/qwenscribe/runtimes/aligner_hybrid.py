@@ -1,11 +1,16 @@
-"""The forced aligner on the hybrid runtime: ONNX Runtime encodes, llama.cpp scores the slots.
+"""The forced aligner on the hybrid runtime: ONNX Runtime encodes, a slot scorer scores.
 
-The aligner's GGUF (`qwenscribe convert`, `aligner.<quant>.gguf`) has the 5000-class timestamp
-head as its output head and a placeholder vocabulary of the classes, so it takes embeddings
-only: text rows are looked up in `token_embeddings.npy` (float16, memory-mapped, so only the
-rows used are read), audio rows come from the encoder. The input is fed in order, n_batch rows
-per `llama_decode`, as one sequence; logits are asked for at the `<timestamp>` positions only,
-which is where llama.cpp then computes the head.
+The aligner's decoder only prefills (one pass, logits at the `<timestamp>` rows), so it can run
+on either engine of the hybrid runtime, chosen by the file asked for (`quant`):
+
+- an ONNX precision (int8, fp32, fp16, int4): `aligner_decoder.<precision>.onnx` on ONNX
+  Runtime (`runtimes.onnx_aligner`), whose int8 products prefill about twice as fast as
+  llama.cpp's q8_0 on a CPU;
+- a GGUF quantization (q8_0, f32, ...): `aligner.<quant>.gguf` on llama.cpp, whose output head
+  is the 5000-class timestamp head (with a placeholder vocabulary of the classes).
+
+Both take embeddings only: text rows are looked up in `token_embeddings.npy` (float16,
+memory-mapped, so only the rows used are read), audio rows come from the encoder.
 """
 
 from __future__ import annotations
@@ -14,31 +19,46 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
 from qwenscribe.convert.gguf_decoder import TOKEN_EMBEDDINGS_FILE, aligner_filename
+from qwenscribe.convert.onnx_graph import PRECISIONS
 from qwenscribe.errors import ModelError
 from qwenscribe.model.architecture import TIMESTAMP_CLASSES
 from qwenscribe.model.tokens import AUDIO_PAD_ID, TIMESTAMP_ID
 from qwenscribe.runtimes.base import RuntimeTimes
 from qwenscribe.runtimes.devices import hybrid_placement
 from qwenscribe.runtimes.llama_decoder import ContextCache, ContextSettings, LlamaModel, llama_api
+from qwenscribe.runtimes.onnx_aligner import OnnxSlotScorer
 from qwenscribe.runtimes.onnx_encoder import OnnxAudioEncoder
 
 
 @dataclass(frozen=True)
 class HybridAlignerSettings:
     folder: Path  # a converted aligner folder (qwenscribe convert)
-    quant: str = "q8_0"
+    # The decoder's file: an ONNX precision (ONNX Runtime) or a GGUF quantization (llama.cpp).
+    quant: str = "int8"
     encoder_precision: str = "int8"
     device: str = "cpu"
     threads: int | None = None
+    # llama.cpp only
     n_batch: int = 512
     flash_attention: bool | None = None
     f32_kv_cache: bool = False
+
+
+class SlotScorer(Protocol):
+    hidden_size: int
+
+    def score(self, rows: np.ndarray, is_slot: np.ndarray) -> np.ndarray:
+        """Logits [slots, classes] at the rows where `is_slot`, in order, of the input `rows`."""
+        ...
+
+    def close(self) -> None: ...
 
 
 @contextlib.contextmanager
@@ -56,46 +76,92 @@ def _quiet_llama_load() -> Iterator[None]:
         logger.setLevel(level)
 
 
-class HybridAligner:
-    name = "hybrid"
+class LlamaSlotScorer:
+    """Logits of the slot rows of one aligner input, on llama.cpp (`aligner.<quant>.gguf`).
 
-    def __init__(self, settings: HybridAlignerSettings) -> None:
-        self.settings = settings
-        placement = hybrid_placement(settings.device, settings.threads)
-        self.threads = placement.threads
-        folder = settings.folder
-        scorer, table = folder / aligner_filename(settings.quant), folder / TOKEN_EMBEDDINGS_FILE
-        for path in (scorer, table):
-            if not path.is_file():
-                raise ModelError(f"{folder} has no aligner file {path.name}.", "Convert it again.")
-        self.encoder = OnnxAudioEncoder(
-            folder, settings.encoder_precision, placement.provider, self.threads
-        )
+    The input is fed in order, n_batch rows per `llama_decode`, as one sequence; logits are
+    asked for at the slot rows only, which is where llama.cpp then computes the head.
+    """
+
+    def __init__(self, folder: Path, settings: HybridAlignerSettings, gpu_layers: int) -> None:
+        path = folder / aligner_filename(settings.quant)
+        if not path.is_file():
+            raise ModelError(f"{folder} has no aligner file {path.name}.", "Convert it again.")
         with _quiet_llama_load():
-            self.scorer = LlamaModel(scorer, placement.gpu_layers)
-        if self.scorer.n_vocab != TIMESTAMP_CLASSES:
+            self.model = LlamaModel(path, gpu_layers)
+        if self.model.n_vocab != TIMESTAMP_CLASSES:
             raise ModelError(
-                f"{scorer} scores {self.scorer.n_vocab} classes, not the aligner's "
+                f"{path} scores {self.model.n_vocab} classes, not the aligner's "
                 f"{TIMESTAMP_CLASSES}.",
                 "Convert the forced aligner again.",
             )
-        self.token_embeddings = np.load(table, mmap_mode="r")
-        if self.token_embeddings.ndim != 2 or self.token_embeddings.shape[1] != self.scorer.n_embd:
-            raise ModelError(
-                f"{table} does not match {scorer.name} (shape {self.token_embeddings.shape}).",
-                "Convert the forced aligner again.",
-            )
-        self.hidden_size = self.scorer.n_embd
-        self.times = RuntimeTimes()
+        self.hidden_size = self.model.n_embd
+        self.n_batch = settings.n_batch
         self._contexts = ContextCache(
-            self.scorer,
+            self.model,
             ContextSettings(
-                threads=self.threads,
+                threads=settings.threads,
                 n_batch=settings.n_batch,
                 flash_attention=settings.flash_attention,
                 f32_kv_cache=settings.f32_kv_cache,
             ),
         )
+
+    def score(self, rows: np.ndarray, is_slot: np.ndarray) -> np.ndarray:
+        """Logits [slots, classes] at the rows where `is_slot`, in order, of the input `rows`."""
+        ctx = self._contexts.get(1, len(rows))
+        scores = []
+        for first in range(0, len(rows), self.n_batch):
+            part = slice(first, min(first + self.n_batch, len(rows)))
+            count = part.stop - part.start
+            logits = ctx.decode(
+                [0] * count,
+                list(range(part.start, part.stop)),
+                is_slot[part].tolist(),
+                embeddings=rows[part],
+            )
+            scores.extend(logits[row] for row in sorted(logits))
+        if not scores:
+            return np.zeros((0, TIMESTAMP_CLASSES), dtype=np.float32)
+        return np.stack(scores)
+
+    def close(self) -> None:
+        self._contexts.close()
+        self.model.close()
+
+
+class HybridAligner:
+    name = "hybrid"
+
+    def __init__(self, settings: HybridAlignerSettings) -> None:
+        placement = hybrid_placement(settings.device, settings.threads)
+        self.threads = placement.threads
+        self.settings = settings = replace(settings, threads=self.threads)
+        folder = settings.folder
+        table = folder / TOKEN_EMBEDDINGS_FILE
+        if not table.is_file():
+            raise ModelError(f"{folder} has no aligner file {table.name}.", "Convert it again.")
+        self.encoder = OnnxAudioEncoder(
+            folder, settings.encoder_precision, placement.provider, self.threads
+        )
+        if settings.quant in PRECISIONS:
+            self.scorer: SlotScorer = OnnxSlotScorer(
+                folder, settings.quant, placement.provider, self.threads
+            )
+        else:
+            self.scorer = LlamaSlotScorer(folder, settings, placement.gpu_layers)
+        self.token_embeddings = np.load(table, mmap_mode="r")
+        if (
+            self.token_embeddings.ndim != 2
+            or self.token_embeddings.shape[1] != self.scorer.hidden_size
+        ):
+            raise ModelError(
+                f"{table} does not match the aligner's decoder (shape "
+                f"{self.token_embeddings.shape}, hidden size {self.scorer.hidden_size}).",
+                "Convert the forced aligner again.",
+            )
+        self.hidden_size = self.scorer.hidden_size
+        self.times = RuntimeTimes()
 
     def encode(self, mel: np.ndarray) -> np.ndarray:
         before = self.encoder.seconds
@@ -103,43 +169,24 @@ class HybridAligner:
         self.times.encoder_s += self.encoder.seconds - before
         return embeddings
 
-    def _rows(self, ids: np.ndarray, audio: np.ndarray, audio_index: np.ndarray) -> np.ndarray:
-        """Input embeddings of a run of positions: the table's rows, audio rows where the
-        prompt holds `<|audio_pad|>` (audio_index: each position's audio row, -1 for text)."""
+    def _rows(self, ids: np.ndarray, audio: np.ndarray) -> np.ndarray:
+        """Input embeddings of the prompt: the table's rows, and the audio rows, in order,
+        where it holds `<|audio_pad|>`."""
         rows = np.asarray(self.token_embeddings[ids], dtype=np.float32)
-        is_audio = audio_index >= 0
-        rows[is_audio] = audio[audio_index[is_audio]]
+        rows[ids == AUDIO_PAD_ID] = audio
         return rows
 
     def score(self, prompt_ids: np.ndarray, audio: np.ndarray) -> np.ndarray:
         ids = np.asarray(prompt_ids, dtype=np.int64)
-        is_audio = ids == AUDIO_PAD_ID
-        if int(is_audio.sum()) != len(audio):
-            raise ValueError(
-                f"prompt has {int(is_audio.sum())} audio placeholders for {len(audio)} rows"
-            )
-        audio_index = np.where(is_audio, np.cumsum(is_audio) - 1, -1)
-        is_slot = ids == TIMESTAMP_ID
+        placeholders = int((ids == AUDIO_PAD_ID).sum())
+        if placeholders != len(audio):
+            raise ValueError(f"prompt has {placeholders} audio placeholders for {len(audio)} rows")
         started = time.perf_counter()
-        ctx = self._contexts.get(1, len(ids))
-        scores = []
-        for first in range(0, len(ids), self.settings.n_batch):
-            part = slice(first, min(first + self.settings.n_batch, len(ids)))
-            count = part.stop - part.start
-            logits = ctx.decode(
-                [0] * count,
-                list(range(part.start, part.stop)),
-                is_slot[part].tolist(),
-                embeddings=self._rows(ids[part], audio, audio_index[part]),
-            )
-            scores.extend(logits[row] for row in sorted(logits))
+        scores = self.scorer.score(self._rows(ids, audio), ids == TIMESTAMP_ID)
         self.times.prefill_s += time.perf_counter() - started
         self.times.prefill_tokens += len(ids)
-        if not scores:
-            return np.zeros((0, TIMESTAMP_CLASSES), dtype=np.float32)
-        return np.stack(scores)
+        return scores
 
     def close(self) -> None:
-        self._contexts.close()
         self.scorer.close()
         self.encoder.close()

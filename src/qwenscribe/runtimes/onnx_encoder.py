@@ -14,8 +14,8 @@ import numpy as np
 
 from qwenscribe.audio.mel import pad_to_chunks
 from qwenscribe.convert.onnx_encoder import backend_filename, frontend_filename
-from qwenscribe.errors import ModelError
 from qwenscribe.model.architecture import audio_token_count
+from qwenscribe.runtimes.onnx_session import open_session
 
 # 1-s chunks per front-end call. The first convolution's output is 6 MB per chunk at the real
 # sizes (the int8 graph's 3 x 3 patches 14 MB) and ONNX Runtime's arena keeps the largest it
@@ -26,30 +26,10 @@ FRONTEND_BATCH = 1
 
 class OnnxAudioEncoder:
     def __init__(self, folder: Path, precision: str, provider: str, threads: int) -> None:
-        import onnxruntime
-
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3  # errors only: ORT's warnings are not the user's business
-        # Pre-packing copies weights into a second layout: for the 0.6B encoder 140 MB more at
-        # int8 (and 10 % slower), 370 MB at fp32 (5 % faster); int4's MatMulNBits needs it
-        # (40 % slower without).
-        if precision != "int4":
-            options.add_session_config_entry("session.disable_prepacking", "1")
-        self.sessions = []
-        for filename in (frontend_filename(precision), backend_filename(precision)):
-            try:
-                self.sessions.append(
-                    onnxruntime.InferenceSession(
-                        str(folder / filename), options, providers=[provider]
-                    )
-                )
-            except Exception as error:  # onnxruntime raises its own Fail/InvalidGraph types
-                raise ModelError(
-                    f"ONNX Runtime cannot load {folder / filename} ({error}).",
-                    "Convert the model again.",
-                ) from error
+        self.sessions = [
+            open_session(folder / filename, precision, provider, threads)
+            for filename in (frontend_filename(precision), backend_filename(precision))
+        ]
         self.frontend, self.backend = self.sessions
         self.seconds = 0.0
 
