@@ -108,6 +108,23 @@ def test_aligner_gets_its_head(tmp_path, checkpoints):
     assert not any(name.startswith("decoder.") for name in files)
 
 
+def test_aligner_decoder_as_onnx_and_gguf_side_by_side(tmp_path, checkpoints):
+    """An ONNX precision among the aligner's decoder quantizations writes the ONNX decoder."""
+    options = ConvertOptions(encoder_precisions=("fp32",), decoder_quants=("int8", "q8_0"))
+    result = convert(checkpoints[("aligner", "hf")], tmp_path / "aligner", options)
+    files = set(result.manifest["files"])
+    assert {"aligner_decoder.int8.onnx", "aligner.q8_0.gguf", "token_embeddings.npy"} <= files
+    assert not any(name.startswith("float-") for name in files)  # the quantizer's input is gone
+
+
+def test_a_recognizer_decoder_is_gguf_only(tmp_path, checkpoints):
+    """The ONNX decoder exists for the aligner alone: the recognizer generates on llama.cpp."""
+    options = ConvertOptions(encoder_precisions=("fp32",), decoder_quants=("int8",))
+    with pytest.raises(ModelError, match="Unknown decoder quantization int8 for a speech recog"):
+        convert(checkpoints[("asr", "hf")], tmp_path / "x", options)
+    assert not (tmp_path / "x").exists()
+
+
 def test_interrupted_conversion_leaves_nothing_that_looks_complete(
     tmp_path, checkpoints, monkeypatch
 ):
