@@ -94,9 +94,11 @@ def test_the_full_plan_covers_every_variant_once() -> None:
     matrix = [run for run in runs if run.part == "matrix"]
     for size in ("0.6b", "1.7b"):
         labels = [run.label for run in matrix if run.size == size]
-        assert len(labels) == len(set(labels)) == 9
+        assert len(labels) == len(set(labels)) == 10
         for quant in ("f16", "q8_0", "q4_k", "q4_0"):
             assert f"hybrid int8 + {quant}" in labels
+        # The aligner's decoder on llama.cpp beside the default (ONNX Runtime).
+        assert "hybrid int8 + q8_0, aligner q8_0" in labels
         for precision in ("fp32", "int8", "int4"):
             assert f"hybrid {precision} + q8_0" in labels
         assert {"transformers float32", "transformers bfloat16"} <= set(labels)
@@ -262,6 +264,8 @@ def test_the_quick_benchmark_measures_every_configuration(quick_report) -> None:
     matrix = [r for r in results if r["config"]["part"] == "matrix"]
     runtimes = {r["config"]["runtime"] for r in matrix}
     assert runtimes == {"hybrid", "transformers"}
+    hybrid = [r for r in matrix if r["config"]["runtime"] == "hybrid"]
+    assert {r["config"]["aligner_quant"] for r in hybrid} == {"int8", "q8_0"}
     for result in matrix:
         stages = result["stages_s"]
         assert all(
@@ -296,6 +300,7 @@ def test_the_quick_benchmark_measures_every_configuration(quick_report) -> None:
     [
         (["--sizes", "3b"], "Unknown size: 3b."),
         (["--quants", "q3_k"], "Unknown decoder quantization: q3_k."),
+        (["--aligner-quants", "int3"], "Unknown aligner decoder: int3."),
         (["--precisions", "int2"], "Unknown encoder precision: int2."),
         (["--parts", "matrix,speed"], "Unknown part: speed."),
         (["--parallel", "1,x"], "--scaling and --parallel take comma-separated numbers"),

@@ -39,6 +39,9 @@ def register(app: typer.Typer, friendly_errors: Callable) -> None:
         parallel: Annotated[str, typer.Option(help="Parallel sequences to try.")] = "1,2,4,8",
         quants: Annotated[str, typer.Option(help="Decoder quantizations.")] = "f16,q8_0,q4_k,q4_0",
         precisions: Annotated[str, typer.Option(help="Encoder precisions.")] = "fp32,int8,int4",
+        aligner_quants: Annotated[
+            str, typer.Option(help="Aligner decoders: ONNX (int8, the default) and GGUF (q8_0).")
+        ] = "int8,q8_0",
         transformers: Annotated[
             bool, typer.Option(help="Include the transformers runtime.")
         ] = True,
@@ -68,6 +71,7 @@ def register(app: typer.Typer, friendly_errors: Callable) -> None:
         from qwenscribe.bench.models import SIZES
         from qwenscribe.bench.plan import QUICK, PlanOptions
         from qwenscribe.convert.gguf_decoder import QUANTS
+        from qwenscribe.convert.onnx_aligner import ALIGNER_QUANTS
         from qwenscribe.convert.onnx_graph import PRECISIONS
         from qwenscribe.errors import InputError
         from qwenscribe.paths import bench_dir
@@ -78,6 +82,7 @@ def register(app: typer.Typer, friendly_errors: Callable) -> None:
             ("size", _names(sizes), SIZES),
             ("decoder quantization", _names(quants), QUANTS),
             ("encoder precision", _names(precisions), PRECISIONS),
+            ("aligner decoder", _names(aligner_quants), ALIGNER_QUANTS),
         ):
             unknown = [name for name in given if name not in known]
             if unknown or not given:
@@ -93,7 +98,12 @@ def register(app: typer.Typer, friendly_errors: Callable) -> None:
                 "For example --scaling 60,600 --parallel 1,4.",
             ) from error
         if quick:
-            plan = replace(QUICK, parts=chosen_parts, transformers=transformers)
+            plan = replace(
+                QUICK,
+                parts=chosen_parts,
+                transformers=transformers,
+                aligner_quants=_names(aligner_quants),
+            )
             if threads:
                 plan = replace(plan, threads=threads)
         else:
@@ -107,6 +117,7 @@ def register(app: typer.Typer, friendly_errors: Callable) -> None:
                 transformers=transformers,
                 decoder_quants=_names(quants),
                 encoder_precisions=_names(precisions),
+                aligner_quants=_names(aligner_quants),
             )
         options = BenchOptions(
             plan=plan,

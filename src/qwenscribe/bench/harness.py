@@ -15,7 +15,7 @@ from pathlib import Path
 
 from qwenscribe.bench.machine import machine_info
 from qwenscribe.bench.models import aligner_size, ensure_checkpoint, ensure_converted
-from qwenscribe.bench.plan import PlanOptions, RunConfig, plan_runs
+from qwenscribe.bench.plan import DEFAULT_ALIGNER_QUANT, PlanOptions, RunConfig, plan_runs
 from qwenscribe.bench.report import analyse, markdown_report
 from qwenscribe.errors import QwenScribeError
 
@@ -82,8 +82,11 @@ def prepare_files(runs: list[RunConfig], work_dir: Path, say: Say) -> dict[str, 
             )
             if seconds:
                 say(f"wrote a random {aligner_of} aligner checkpoint in {seconds:.0f} s")
+            aligner_quants = sorted(
+                {run.aligner_quant or DEFAULT_ALIGNER_QUANT for run in of_size if run.align}
+            )
             aligner_converted, _, _ = ensure_converted(
-                aligner, work_dir / f"aligner-{aligner_of}-hybrid", ["int8"], ["q8_0"]
+                aligner, work_dir / f"aligner-{aligner_of}-hybrid", ["int8"], aligner_quants
             )
             entry |= {
                 "aligner_checkpoint": str(aligner),

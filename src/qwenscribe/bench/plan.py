@@ -15,6 +15,9 @@ CHUNK_S = 30.0  # the engine's default chunk length: the same chunk plan for eve
 DECODER_QUANTS = ("f16", "q8_0", "q4_k", "q4_0")
 ENCODER_PRECISIONS = ("fp32", "int8", "int4")
 DEFAULT_QUANT, DEFAULT_PRECISION = "q8_0", "int8"
+# The aligner's decoder: int8 on ONNX Runtime (the default), q8_0 on llama.cpp beside it.
+ALIGNER_QUANTS = ("int8", "q8_0")
+DEFAULT_ALIGNER_QUANT = "int8"
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,7 @@ class RunConfig:
     threads: int
     decoder_quant: str | None = None  # hybrid
     encoder_precision: str | None = None  # hybrid
+    aligner_quant: str | None = None  # hybrid: the aligner decoder's file (None: the default)
     dtype: str | None = None  # transformers
     parallel_sequences: int = 4
     align: bool = True
@@ -40,6 +44,8 @@ class RunConfig:
     def label(self) -> str:
         if self.runtime == "hybrid":
             name = f"hybrid {self.encoder_precision} + {self.decoder_quant}"
+            if self.align and self.aligner_quant not in (None, DEFAULT_ALIGNER_QUANT):
+                name += f", aligner {self.aligner_quant}"
         else:
             name = f"transformers {self.dtype}"
         return name + (", low memory" if self.low_memory else "")
@@ -66,6 +72,7 @@ class PlanOptions:
     transformers: bool = True  # include the transformers runtime (needs torch)
     decoder_quants: tuple[str, ...] = DECODER_QUANTS
     encoder_precisions: tuple[str, ...] = ENCODER_PRECISIONS
+    aligner_quants: tuple[str, ...] = ALIGNER_QUANTS
 
 
 QUICK = PlanOptions(
@@ -84,7 +91,8 @@ QUICK = PlanOptions(
 def plan_runs(options: PlanOptions) -> list[RunConfig]:
     """The configurations, in the order they run: per size the matrix (each decoder
     quantization with the default encoder, each encoder precision with the default decoder,
-    the transformers runtime at fp32 and bf16), then scaling and parallel sequences (the
+    each other aligner decoder with the defaults, the low-memory mode, the transformers runtime
+    at fp32 and bf16), then scaling and parallel sequences (the
     default hybrid files, first size only, recognition alone so the growth is the decoder's)."""
     runs: list[RunConfig] = []
     base = dict(threads=options.threads, chunk_s=options.chunk_s)
@@ -99,6 +107,7 @@ def plan_runs(options: PlanOptions) -> list[RunConfig]:
             options.threads,
             decoder_quant=DEFAULT_QUANT,
             encoder_precision=DEFAULT_PRECISION,
+            aligner_quant=DEFAULT_ALIGNER_QUANT,
             chunk_s=options.chunk_s,
         )
         seen = set()
@@ -108,6 +117,9 @@ def plan_runs(options: PlanOptions) -> list[RunConfig]:
         for precision in options.encoder_precisions:
             if (precision, DEFAULT_QUANT) not in seen:
                 runs.append(replace(hybrid, encoder_precision=precision))
+        for aligner_quant in options.aligner_quants:
+            if aligner_quant != DEFAULT_ALIGNER_QUANT:
+                runs.append(replace(hybrid, aligner_quant=aligner_quant))
         runs.append(replace(hybrid, low_memory=True))
         if options.transformers:
             for dtype in ("float32", "bfloat16"):

@@ -5,7 +5,12 @@ from __future__ import annotations
 
 from qwenscribe.bench import costs
 from qwenscribe.bench.models import size_architecture
-from qwenscribe.bench.plan import TOKENS_PER_SECOND
+from qwenscribe.bench.plan import (
+    DEFAULT_ALIGNER_QUANT,
+    DEFAULT_PRECISION,
+    DEFAULT_QUANT,
+    TOKENS_PER_SECOND,
+)
 from qwenscribe.model.architecture import audio_token_count
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -82,8 +87,9 @@ def analyse(report: dict) -> dict:
             (
                 r
                 for r in hybrid
-                if r["config"]["decoder_quant"] == "q8_0"
-                and r["config"]["encoder_precision"] == "int8"
+                if r["config"]["decoder_quant"] == DEFAULT_QUANT
+                and r["config"]["encoder_precision"] == DEFAULT_PRECISION
+                and r["config"].get("aligner_quant") in (None, DEFAULT_ALIGNER_QUANT)
                 and not r["config"].get("low_memory")
             ),
             best_hy,

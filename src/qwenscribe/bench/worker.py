@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from qwenscribe.bench.audio import RATE, passage, speech
-from qwenscribe.bench.plan import RunConfig
+from qwenscribe.bench.plan import DEFAULT_ALIGNER_QUANT, RunConfig
 from qwenscribe.core.resources import current_rss_mb, peak_rss_mb, reset_peak_rss
 
 PROBE_S = 10.0  # audio for the one-sequence generation probe: one chunk, one sequence
@@ -56,6 +56,7 @@ def _aligner_config(config: RunConfig, files: dict):
     return AlignerConfig(
         model=files["aligner_converted"] if hybrid else files["aligner_checkpoint"],
         runtime=config.runtime,
+        quant=config.aligner_quant or DEFAULT_ALIGNER_QUANT,
         threads=config.threads,
         flash_attention=config.flash_attention,
         dtype=config.dtype or "float32",
