@@ -114,6 +114,7 @@ def test_aligner_decoder_as_onnx_and_gguf_side_by_side(tmp_path, checkpoints):
     result = convert(checkpoints[("aligner", "hf")], tmp_path / "aligner", options)
     files = set(result.manifest["files"])
     assert {"aligner_decoder.int8.onnx", "aligner.q8_0.gguf", "token_embeddings.npy"} <= files
+    assert "aligner_decoder.int8.onnx.data" in files  # memory-mapped weights: a faster load
     assert not any(name.startswith("float-") for name in files)  # the quantizer's input is gone
 
 

@@ -176,11 +176,16 @@ def test_block_rows_keep_attention_within_the_budget() -> None:
 def test_missing_or_damaged_files_are_model_errors(decoders, tmp_path) -> None:
     with pytest.raises(ModelError, match=r"has no aligner file aligner_decoder\.int8\.onnx"):
         scorer(tmp_path, "int8")
-    damaged = tmp_path / aligner_decoder_filename("fp32")
-    damaged.write_bytes((decoders / aligner_decoder_filename("fp32")).read_bytes()[:5000])
+    graph = aligner_decoder_filename("fp32")
+    damaged = tmp_path / graph
+    damaged.write_bytes((decoders / graph).read_bytes()[:5000])
     with pytest.raises(ModelError, match="cannot load") as caught:
         scorer(tmp_path, "fp32")
     assert "Convert the model again" in str(caught.value)
+    # The graph whole, its weights file missing.
+    damaged.write_bytes((decoders / graph).read_bytes())
+    with pytest.raises(ModelError, match="cannot load"):
+        scorer(tmp_path, "fp32")
 
 
 def test_an_asr_checkpoint_is_refused(checkpoints) -> None:

@@ -413,7 +413,9 @@ def check_self_test(workdir: Path | None = None, parity: bool = True) -> list[Ch
             aligner = _tiny_checkpoint(root / "aligner", "aligner")
             exact = ConvertOptions(("fp32",), ("f32",))
             asr_out = convert(asr, root / "asr-hybrid", exact).folder
-            aligner_out = convert(aligner, root / "aligner-hybrid", exact).folder
+            # The aligner's decoder on ONNX Runtime, as by default (unquantized here).
+            exact_onnx = ConvertOptions(("fp32",), ("fp32",))
+            aligner_out = convert(aligner, root / "aligner-hybrid", exact_onnx).folder
             config = ASREngineConfig(
                 model=str(asr_out),
                 decoder_quant="f32",
@@ -424,7 +426,7 @@ def check_self_test(workdir: Path | None = None, parity: bool = True) -> list[Ch
                 repetition_guard=False,
                 align=True,
                 aligner_model=str(aligner_out),
-                aligner_quant="f32",
+                aligner_quant="fp32",
                 aligner_encoder_precision="fp32",
                 threads=min(2, os.cpu_count() or 1),
             )

@@ -381,14 +381,20 @@ def _quiet_preprocess_advice() -> Iterator[None]:
 
 
 def export_model(
-    checkpoint: Checkpoint, build: Builder, precision: str, staging: Path, filename: str
+    checkpoint: Checkpoint,
+    build: Builder,
+    precision: str,
+    staging: Path,
+    filename: str,
+    external: bool | None = None,
 ) -> None:
-    """Build one model and write it as `staging / filename` (plus `.data` when it is large)."""
+    """Build one model and write it as `staging / filename`, with its weights in a `.data` file
+    beside it when `external` (None: when they would pass protobuf's limit)."""
     model = build(checkpoint, precision)
+    large = model.weight_bytes > _SINGLE_FILE_LIMIT if external is None else external
     if precision != "int8" and not model.int8_matmuls:
-        model.save(staging / filename)
+        model.save(staging / filename, large)
         return
-    large = model.weight_bytes > _SINGLE_FILE_LIMIT
     nodes = None if precision == "int8" else model.int8_matmuls
     excluded = model.float_matmuls
     source = staging / f"float-{filename}"
@@ -403,12 +409,13 @@ def write_models(
     precision: str,
     builders: Sequence[tuple[str, Builder]],
     what: str,
+    external: bool | None = None,
 ) -> list[Path]:
     """Write each `(filename, build)` model of one precision into `folder`.
 
     Files are written in a temporary folder inside `folder` and moved into place only when all
     are complete, so an interrupted export leaves nothing that looks finished. `what` names
-    the models in the log ("encoder").
+    the models in the log ("encoder"); `external` as for `export_model`.
     """
     if precision not in PRECISIONS:
         raise ValueError(
@@ -419,7 +426,7 @@ def write_models(
     try:
         for filename, build in builders:
             # One model at a time, so only one graph's weights are in memory at once.
-            export_model(checkpoint, build, precision, staging, filename)
+            export_model(checkpoint, build, precision, staging, filename, external)
             log.info("%s %s: wrote %s", what, precision, filename)
         for filename, _ in builders:
             for name in (filename, f"{filename}.data"):
