@@ -1,28 +1,28 @@
 """Export the forced aligner's decoder and timestamp head to ONNX, built from numpy weights.
 
 Why ONNX for the aligner: it never generates, it only runs its decoder once over the whole input
-(audio and words) and scores the `<timestamp>` rows. That is prefill, pure matrix products, and
-onnxruntime's dynamic int8 products (VNNI) run them about twice as fast as llama.cpp's q8_0
-prefill on the same CPU (the decoder's projections on 760 rows: 392 against 183 rows a second,
-0.6B, 2 threads). The recognizer keeps llama.cpp, whose strength is generation.
+(audio and words) and scores the `<timestamp>` rows. That is prefill, matrix products above all,
+and onnxruntime's dynamic int8 products (VNNI) run it 2.5x as fast as llama.cpp's q8_0 on the
+same CPU (the 0.6B aligner on 760 rows, 2 threads: 480 against 188 rows a second). The
+recognizer keeps llama.cpp, whose strength is generation.
 
-``aligner_decoder.<precision>.onnx`` is the Qwen3 decoder (RMSNorm, per-head q/k RMSNorm,
-rotate-half RoPE with theta 1e6, causal grouped-query attention, SwiGLU) plus the final norm and
-the 5000-class head, evaluated at the rows asked for only:
+``aligner_decoder.<precision>.onnx`` (weights in ``<that>.data``) is the Qwen3 decoder
+(RMSNorm, per-head q/k RMSNorm, rotate-half RoPE with theta 1e6, causal grouped-query
+attention, SwiGLU) plus the final norm and the 5000-class head, evaluated at the rows asked for
+only:
 
 - inputs: ``embeddings [rows, hidden]`` (the runtime looks up text rows and puts the audio rows
   in, as for llama.cpp), ``slot_rows [slots]`` (which of these rows to score), and per layer the
-  keys and values of the rows before them, ``past_key.<i> [kv_heads, head_dim, past]`` and
-  ``past_value.<i> [kv_heads, past, head_dim]`` (``past`` = 0 on the first call);
+  keys and values of the rows before them, ``past_key.<i>`` and ``past_value.<i>``
+  ``[1, kv_heads, past, head_dim]`` (``past`` = 0 on the first call);
 - outputs: ``slot_logits [slots, 5000]`` and ``present_key.<i>`` / ``present_value.<i>``, the
   keys and values of all rows so far.
 
 The positions are past .. past + rows - 1, taken from the keys' length, so a long input can be
-fed in blocks of rows: the attention scores of one call are [heads, rows, past + rows], and the
-runtime picks the block size that keeps them within a memory budget. Keys are kept transposed
-so no call transposes the growing cache. Everything is float32 at the interface, whatever the
-precision. The head stays float in every precision: it is 0.5 % of the work and its argmax is
-the word time.
+fed in blocks of rows: the attention probabilities of one call are [heads, rows, past + rows],
+and the runtime picks the block size that keeps them within a memory budget. Everything is
+float32 at the interface, whatever the precision. The head stays float in every precision: it
+is 0.5 % of the work and its argmax is the word time.
 """
 
 from __future__ import annotations
