@@ -119,3 +119,15 @@ def test_wired_into_the_main_cli():
     result = runner.invoke(main_app, ["models", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["known"]
+
+
+def test_download_without_a_quantization_prepares_what_the_engine_uses(home, checkpoints):
+    """No -q: the engine's default files for the model's kind, so a later offline run finds
+    them: q8_0 GGUF for a recognizer, the int8 ONNX decoder for the aligner."""
+    from qwenscribe.core.engine import ASREngineConfig
+
+    config = ASREngineConfig()
+    for kind, default in (("asr", config.decoder_quant), ("aligner", config.aligner_quant)):
+        (folder,) = model_cache.download(str(checkpoints[(kind, "hf")]), ("fp32",))
+        assert read_manifest(folder)["options"]["decoder_quants"] == [default]
+    assert config.aligner_quant == "int8"
