@@ -24,6 +24,7 @@ from qwenscribe.core.align import (
     aligner_checkpoint_files,
     aligner_input_ids,
     aligner_model_files,
+    default_aligner_quant,
     repair_timestamps,
     slot_times_ms,
     supports_language,
@@ -362,6 +363,14 @@ def test_model_files_refuse_a_recognizer(checkpoints, tmp_path) -> None:
 
 
 # -- the hybrid aligner ------------
+
+
+def test_the_aligner_decoder_default_follows_the_device() -> None:
+    """ONNX Runtime's int8 decoder on a CPU; on a GPU the GGUF one, which llama.cpp offloads
+    whole (ONNX Runtime's GPU providers would run the int8 graph's quantization on the CPU)."""
+    assert default_aligner_quant("cpu") == "int8"
+    for device in ("cuda", "cuda:1", "directml", "coreml"):
+        assert default_aligner_quant(device) == "q8_0"
 
 
 @pytest.mark.parametrize(

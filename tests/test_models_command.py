@@ -122,12 +122,13 @@ def test_wired_into_the_main_cli():
 
 
 def test_download_without_a_quantization_prepares_what_the_engine_uses(home, checkpoints):
-    """No -q: the engine's default files for the model's kind, so a later offline run finds
-    them: q8_0 GGUF for a recognizer, the int8 ONNX decoder for the aligner."""
+    """No -q: the engine's default files on a CPU for the model's kind, so a later offline run
+    finds them: q8_0 GGUF for a recognizer, the int8 ONNX decoder for the aligner."""
+    from qwenscribe.core.align import default_aligner_quant
     from qwenscribe.core.engine import ASREngineConfig
 
-    config = ASREngineConfig()
-    for kind, default in (("asr", config.decoder_quant), ("aligner", config.aligner_quant)):
+    recognizer, aligner = ASREngineConfig().decoder_quant, default_aligner_quant("cpu")
+    for kind, default in (("asr", recognizer), ("aligner", aligner)):
         (folder,) = model_cache.download(str(checkpoints[(kind, "hf")]), ("fp32",))
         assert read_manifest(folder)["options"]["decoder_quants"] == [default]
-    assert config.aligner_quant == "int8"
+    assert aligner == "int8"

@@ -631,12 +631,14 @@ def transcribe(
         if runtime == "hybrid":
             table.add_row("precision", f"encoder {encoder_precision}, decoder {decoder_quant}")
         table.add_row("language", forced_language or "detect")
-        table.add_row(
-            "word timing",
-            (aligner_model + (", after recognition (low memory)" if low_memory else ""))
-            if align
-            else "off",
-        )
+        timing = aligner_model
+        if runtime == "hybrid":
+            from qwenscribe.core.align import default_aligner_quant
+
+            timing += f" (decoder {default_aligner_quant(device)})"
+        if low_memory:
+            timing += ", after recognition (low memory)"
+        table.add_row("word timing", timing if align else "off")
         where = output_dir or "the folder of each input"
         table.add_row("output", f"{', '.join(wanted)} in {where}")
         table.add_row("layout", shaping.describe())

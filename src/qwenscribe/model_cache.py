@@ -24,8 +24,8 @@ _DESCRIPTIONS = {
     "1.7b": "speech recognizer, 1.7B parameters (more accurate, slower)",
     "aligner": "forced aligner for word timing, 0.6B parameters",
 }
-# What the engine uses by default (ASREngineConfig): the encoders' precision and the decoders'
-# files, by kind of model (the aligner's decoder runs on ONNX Runtime, see runtimes.aligner_hybrid).
+# What the engine uses by default on a CPU (ASREngineConfig): the encoders' precision and the
+# decoders' files by kind of model (the aligner's: core.align.default_aligner_quant).
 DEFAULT_PRECISION = "int8"
 DEFAULT_QUANTS = {"asr": "q8_0", "aligner": "int8"}
 

@@ -301,15 +301,23 @@ class AlignerConfig:
     runtime: AlignerRuntimeName = "hybrid"
     device: str = "cpu"
     threads: int | None = None
-    # hybrid runtime. quant: the decoder's file, an ONNX precision (int8: ONNX Runtime, 2.5x as
-    # fast as llama.cpp's q8_0 on a CPU) or a GGUF quantization (llama.cpp).
-    quant: str = "int8"
+    # hybrid runtime. quant: the decoder's file, an ONNX precision (ONNX Runtime) or a GGUF
+    # quantization (llama.cpp); None: `default_aligner_quant(device)`.
+    quant: str | None = None
     encoder_precision: str = "int8"
     flash_attention: bool | None = None
     exact_kv_cache: bool = False  # f32 keys/values in llama.cpp (parity tests; slower)
     # transformers runtime
     dtype: str = "float32"
     attn_implementation: str | None = None
+
+
+def default_aligner_quant(device: str) -> str:
+    """The aligner decoder's file by default: int8 ONNX on a CPU, where ONNX Runtime's int8
+    products prefill 2.5x as fast as llama.cpp's q8_0; q8_0 GGUF on a GPU, where llama.cpp
+    offloads every layer (ONNX Runtime's GPU providers lack kernels for the int8 graph's
+    dynamic quantization and would run those nodes on the CPU)."""
+    return "int8" if device.split(":", 1)[0].lower() == "cpu" else "q8_0"
 
 
 def aligner_model_files(
@@ -328,10 +336,11 @@ def _load_runtime(config: AlignerConfig) -> tuple[AlignerRuntime, Path]:
     if config.runtime == "hybrid":
         from qwenscribe.runtimes.aligner_hybrid import HybridAligner, HybridAlignerSettings
 
-        files = aligner_model_files(config.model, config.encoder_precision, config.quant)
+        quant = config.quant or default_aligner_quant(config.device)
+        files = aligner_model_files(config.model, config.encoder_precision, quant)
         settings = HybridAlignerSettings(
             folder=files.folder,
-            quant=config.quant,
+            quant=quant,
             encoder_precision=config.encoder_precision,
             device=config.device,
             threads=config.threads,

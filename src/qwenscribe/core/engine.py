@@ -83,7 +83,9 @@ class ASREngineConfig:
     # call, and segments arrive (with their words) only after the whole call is recognized.
     low_memory: bool = False
     aligner_model: str = "aligner"
-    aligner_quant: str = "int8"  # ONNX (int8, fp32...) or GGUF (q8_0, f32...): see AlignerConfig
+    # The aligner decoder's file: ONNX (int8, fp32...) or GGUF (q8_0, f32...); None: int8 on a
+    # CPU, q8_0 on a GPU (core.align.default_aligner_quant).
+    aligner_quant: str | None = None
     aligner_encoder_precision: str = "int8"
     # decoding
     parallel_sequences: int = 4
