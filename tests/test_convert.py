@@ -115,6 +115,9 @@ def test_aligner_decoder_as_onnx_and_gguf_side_by_side(tmp_path, checkpoints):
     files = set(result.manifest["files"])
     assert {"aligner_decoder.int8.onnx", "aligner.q8_0.gguf", "token_embeddings.npy"} <= files
     assert "aligner_decoder.int8.onnx.data" in files  # memory-mapped weights: a faster load
+    folder = result.folder
+    graph, weights = folder / "aligner_decoder.int8.onnx", folder / "aligner_decoder.int8.onnx.data"
+    assert weights.stat().st_mode == graph.stat().st_mode  # readable by whoever reads the graph
     assert not any(name.startswith("float-") for name in files)  # the quantizer's input is gone
 
 

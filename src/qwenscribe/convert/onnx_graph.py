@@ -429,7 +429,12 @@ def write_models(
             export_model(checkpoint, build, precision, staging, filename, external)
             log.info("%s %s: wrote %s", what, precision, filename)
         for filename, _ in builders:
-            for name in (filename, f"{filename}.data"):
+            side = staging / f"{filename}.data"
+            if side.exists():
+                # onnx writes the quantizer's side file readable by its owner only; give it the
+                # model file's permissions, or a cache shared between users breaks on it.
+                shutil.copymode(staging / filename, side)
+            for name in (filename, side.name):
                 if (staging / name).exists():
                     os.replace(staging / name, folder / name)
                 else:  # a side file left by an earlier, larger export would be stale
