@@ -38,10 +38,7 @@ class OnnxSlotScorer:
         path = folder / aligner_decoder_filename(precision)
         if not path.is_file():
             raise ModelError(f"{folder} has no aligner file {path.name}.", "Convert it again.")
-        # Pre-packed quantized weights: the 0.6B int8 decoder prefills 760 rows in 1.8 s instead
-        # of 2.15 (2 threads) for 0.4 s more loading; float graphs would double their memory.
-        prepack = precision in ("int8", "int4")
-        self.session = open_session(path, provider, threads, prepack)
+        self.session = open_session(path, precision, provider, threads)
         meta = self.session.get_modelmeta().custom_metadata_map
         try:
             self.hidden_size = int(meta["qwenscribe.hidden"])

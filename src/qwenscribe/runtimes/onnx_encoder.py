@@ -26,13 +26,8 @@ FRONTEND_BATCH = 1
 
 class OnnxAudioEncoder:
     def __init__(self, folder: Path, precision: str, provider: str, threads: int) -> None:
-        # Pre-packed weights only for int4, whose MatMulNBits needs them (40 % slower without).
-        # Measured on the 0.6B encoder with 2 threads: int8 9-10 % faster with them but +20-80
-        # MB and +0.17 s of loading per graph (the whole benchmark's peak rose by ~240 MB);
-        # fp32 5 % faster for +370 MB.
-        prepack = precision == "int4"
         self.sessions = [
-            open_session(folder / filename, provider, threads, prepack)
+            open_session(folder / filename, precision, provider, threads)
             for filename in (frontend_filename(precision), backend_filename(precision))
         ]
         self.frontend, self.backend = self.sessions
