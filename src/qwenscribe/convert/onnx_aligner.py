@@ -101,8 +101,7 @@ def _split_outputs(g: GraphBuilder, x: str, widths: list[int], name: str) -> lis
     """Split x's last axis into pieces of `widths`."""
     outputs = [f"{name}/{index}" for index in range(len(widths))]
     sizes = g.constant(f"{name}.widths", np.array(widths, np.int64))
-    g.nodes.append(helper.make_node("Split", [x, sizes], outputs, axis=-1, name=name))
-    return outputs
+    return g.op_outputs("Split", [x, sizes], outputs, axis=-1)
 
 
 def _attention(
@@ -137,28 +136,24 @@ def _attention(
         shape = g.constant(f"{name}.{part}_bsh", np.array([1, -1, width], np.int64))
         value = g.op("Reshape", [value, shape], f"{name}/{part}_bsh")
         inputs.append(g.to_float32(value, f"{name}/{part}_bsh32"))
-    context = f"{name}/context"
-    g.nodes.append(
-        helper.make_node(
-            "GroupQueryAttention",
-            [
-                *inputs,
-                f"past_key.{layer}",
-                f"past_value.{layer}",
-                positions.last_rows,
-                positions.total,
-                positions.cos,
-                positions.sin,
-            ],
-            [context, f"present_key.{layer}", f"present_value.{layer}"],
-            name=context,
-            domain="com.microsoft",
-            num_heads=dims.heads,
-            kv_num_heads=dims.kv_heads,
-            scale=float(dims.head_dim**-0.5),
-            do_rotary=1,
-            rotary_interleaved=0,
-        )
+    context, _, _ = g.op_outputs(
+        "GroupQueryAttention",
+        [
+            *inputs,
+            f"past_key.{layer}",
+            f"past_value.{layer}",
+            positions.last_rows,
+            positions.total,
+            positions.cos,
+            positions.sin,
+        ],
+        [f"{name}/context", f"present_key.{layer}", f"present_value.{layer}"],
+        domain="com.microsoft",
+        num_heads=dims.heads,
+        kv_num_heads=dims.kv_heads,
+        scale=float(dims.head_dim**-0.5),
+        do_rotary=1,
+        rotary_interleaved=0,
     )
     merge = g.constant(f"{name}.merge_shape", np.array([-1, q_width], np.int64))
     context = g.to_compute(g.op("Reshape", [context, merge], f"{name}/merge_heads"), f"{name}/c")

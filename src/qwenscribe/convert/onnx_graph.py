@@ -127,6 +127,16 @@ class GraphBuilder:
         self.nodes.append(helper.make_node(op_type, list(inputs), [name], name=name, **attributes))
         return name
 
+    def op_outputs(
+        self, op_type: str, inputs: Sequence[str], outputs: Sequence[str], **attributes: object
+    ) -> list[str]:
+        """Add one node with several outputs, named as given; the node takes the first name."""
+        for output in outputs:
+            self._names.add(output)
+        node = helper.make_node(op_type, list(inputs), list(outputs), name=outputs[0], **attributes)
+        self.nodes.append(node)
+        return list(outputs)
+
     def to_compute(self, value: str, name: str) -> str:
         if self.compute == np.float32:
             return value
