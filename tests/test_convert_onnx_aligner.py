@@ -9,8 +9,6 @@ different classes: an input in the wrong order or positions would change them.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -27,6 +25,7 @@ from qwenscribe.convert.onnx_aligner import (
 from qwenscribe.errors import ModelError
 from qwenscribe.runtimes import onnx_aligner as runtime
 from qwenscribe.runtimes.onnx_aligner import MIN_BLOCK_ROWS, OnnxSlotScorer, block_rows
+from torchless import run_without_torch
 
 ROWS = 300
 # Quantized logits against transformers' float32 ones on ROWS random rows (logits reach ~22):
@@ -194,22 +193,18 @@ def test_an_asr_checkpoint_is_refused(checkpoints) -> None:
 
 
 def test_exporter_never_imports_torch(aligner, tmp_path) -> None:
-    script = textwrap.dedent(
-        f"""
-        import sys
-        for blocked in ("torch", "transformers"):
-            sys.modules[blocked] = None  # any import of them now raises ImportError
-        from pathlib import Path
-        from qwenscribe.convert.checkpoint import Checkpoint
-        from qwenscribe.convert.onnx_aligner import write_aligner_decoder_onnx
-        checkpoint = Checkpoint({str(aligner)!r})
-        for precision in ("fp32", "int8"):
-            write_aligner_decoder_onnx(checkpoint, Path({str(tmp_path)!r}), precision)
-        print("exported", len(list(Path({str(tmp_path)!r}).glob("*.onnx"))))
-        """
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    result = run_without_torch(
+        textwrap.dedent(
+            f"""
+            from pathlib import Path
+            from qwenscribe.convert.checkpoint import Checkpoint
+            from qwenscribe.convert.onnx_aligner import write_aligner_decoder_onnx
+            checkpoint = Checkpoint({str(aligner)!r})
+            for precision in ("fp32", "int8"):
+                write_aligner_decoder_onnx(checkpoint, Path({str(tmp_path)!r}), precision)
+            print("exported", len(list(Path({str(tmp_path)!r}).glob("*.onnx"))))
+            """
+        )
     )
     assert result.returncode == 0, result.stderr
     assert "exported 2" in result.stdout
