@@ -143,7 +143,7 @@ def probe_logits(runtime: HybridRuntime, request: DecodeRequest, tokens: list[in
     n_prompt = len(request.prompt_ids)
     # A private method, as the recording of the prefill in `run_variant`: this is a measuring
     # instrument that needs the runtime's context, not a use of the runtime's API.
-    ctx = runtime._contexts.get(1, n_prompt + len(tokens))
+    ctx = runtime.decoder._contexts.get(1, n_prompt + len(tokens))
     n_batch = ctx.settings.n_batch
     audio, generated = [], []
     for piece in prompt_pieces(request):
@@ -195,21 +195,21 @@ def run_variant(
         # The logits after each prompt are what the hybrid runtime's prefill returns: record
         # them, and the prompts, as the engine decodes (one generate call per batch, chunks in
         # order, no retries with the repetition guard off).
-        runtime = engine.runtime
-        prefill = runtime._prefill
+        decoder = engine.runtime.decoder
+        start = decoder.start
         first_logits: list[np.ndarray] = []
         requests: list[DecodeRequest] = []
 
-        def recording_prefill(ctx, batch):
-            logits = prefill(ctx, batch)
+        def recording_start(batch):
+            logits = start(batch)
             first_logits.extend(np.array(values, np.float32) for values in logits)
             requests.extend(batch)
             return logits
 
-        runtime._prefill = recording_prefill
+        decoder.start = recording_start
         transcript = engine.transcribe((samples, RATE))
         seconds = time.perf_counter() - started
-        runtime._prefill = prefill
+        decoder.start = start
         tokens = [list(record.tokens) for record in transcript.chunks]
         if len(requests) != len(tokens):
             raise RuntimeError(f"{len(requests)} prompts were prefilled for {len(tokens)} chunks")

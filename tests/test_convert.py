@@ -121,11 +121,26 @@ def test_aligner_decoder_as_onnx_and_gguf_side_by_side(tmp_path, checkpoints):
     assert not any(name.startswith("float-") for name in files)  # the quantizer's input is gone
 
 
-def test_a_recognizer_decoder_is_gguf_only(tmp_path, checkpoints):
-    """The ONNX decoder exists for the aligner alone: the recognizer generates on llama.cpp."""
-    options = ConvertOptions(encoder_precisions=("fp32",), decoder_quants=("int8",))
-    with pytest.raises(ModelError, match="Unknown decoder quantization int8 for a speech recog"):
+def test_recognizer_decoder_as_onnx_and_gguf_side_by_side(tmp_path, checkpoints):
+    """An ONNX precision among the recognizer's quantizations writes the ONNX decoder and the
+    token table it is fed from; a GGUF one beside it is written as before."""
+    options = ConvertOptions(encoder_precisions=("fp32",), decoder_quants=("int8", "q8_0"))
+    result = convert(checkpoints[("asr", "hf")], tmp_path / "asr", options)
+    files = set(result.manifest["files"])
+    expected = {"decoder.int8.onnx", "decoder.int8.onnx.data", "token_embeddings.npy"}
+    assert expected | {"decoder.q8_0.gguf"} <= files
+    folder = result.folder
+    graph, weights = folder / "decoder.int8.onnx", folder / "decoder.int8.onnx.data"
+    assert weights.stat().st_mode == graph.stat().st_mode
+    assert not any(name.startswith(("float-", "aligner")) for name in files)
+
+
+def test_an_unknown_decoder_quantization_is_refused_before_any_work(tmp_path, checkpoints):
+    options = ConvertOptions(encoder_precisions=("fp32",), decoder_quants=("int3",))
+    with pytest.raises(ModelError, match="Unknown decoder quantization int3") as caught:
         convert(checkpoints[("asr", "hf")], tmp_path / "x", options)
+    assert "int8" in caught.value.hint
+    assert "q8_0" in caught.value.hint
     assert not (tmp_path / "x").exists()
 
 

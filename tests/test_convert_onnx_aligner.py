@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import onnx
@@ -23,8 +24,9 @@ from qwenscribe.convert.onnx_aligner import (
     write_aligner_decoder_onnx,
 )
 from qwenscribe.errors import ModelError
-from qwenscribe.runtimes import onnx_aligner as runtime
-from qwenscribe.runtimes.onnx_aligner import MIN_BLOCK_ROWS, OnnxSlotScorer, block_rows
+from qwenscribe.runtimes import onnx_session
+from qwenscribe.runtimes.onnx_aligner import OnnxSlotScorer
+from qwenscribe.runtimes.onnx_session import MIN_BLOCK_ROWS, block_rows
 from torchless import run_without_torch
 
 ROWS = 300
@@ -88,9 +90,14 @@ def test_fp32_decoder_equals_transformers(decoders, rows, reference) -> None:
 def test_blocks_of_rows_give_the_same_logits(decoders, rows, reference, monkeypatch) -> None:
     """With a tiny attention budget the input runs in blocks of MIN_BLOCK_ROWS rows, each
     attending to the cache of the rows before it; the logits do not change."""
-    monkeypatch.setattr(runtime, "ATTENTION_BUDGET_BYTES", 1)
-    assert block_rows(ROWS, heads=4, budget=1) == MIN_BLOCK_ROWS  # so 5 calls here
-    logits = scorer(decoders, "fp32").score(rows, every_row())
+    monkeypatch.setattr(onnx_session, "ATTENTION_BUDGET_BYTES", 1)
+    assert block_rows(ROWS, heads=4) == MIN_BLOCK_ROWS  # so 5 calls here
+    model = scorer(decoders, "fp32")
+    calls = []
+    run = model.session.run
+    model.session = SimpleNamespace(run=lambda *args: calls.append(1) or run(*args))
+    logits = model.score(rows, every_row())
+    assert len(calls) == -(-ROWS // MIN_BLOCK_ROWS)
     np.testing.assert_allclose(logits, reference, rtol=0, atol=5e-5)
 
 
@@ -167,7 +174,7 @@ def test_block_rows_keep_attention_within_the_budget() -> None:
     assert block_rows(760, heads=16) == 760  # a default 30-s chunk: one call
     rows = block_rows(20_000, heads=16)
     assert MIN_BLOCK_ROWS <= rows < 20_000
-    assert 16 * 4 * rows * 20_000 <= runtime.ATTENTION_BUDGET_BYTES
+    assert 16 * 4 * rows * 20_000 <= onnx_session.ATTENTION_BUDGET_BYTES
     assert block_rows(10, heads=16, budget=1) == MIN_BLOCK_ROWS
     assert block_rows(0, heads=16) == MIN_BLOCK_ROWS
 

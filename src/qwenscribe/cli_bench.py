@@ -70,8 +70,7 @@ def register(app: typer.Typer, friendly_errors: Callable) -> None:
         from qwenscribe.bench.harness import BenchOptions, run_benchmark
         from qwenscribe.bench.models import SIZES
         from qwenscribe.bench.plan import QUICK, PlanOptions
-        from qwenscribe.convert.gguf_decoder import QUANTS
-        from qwenscribe.convert.onnx_aligner import ALIGNER_QUANTS
+        from qwenscribe.convert.onnx_decoder import DECODER_QUANTS
         from qwenscribe.convert.onnx_graph import PRECISIONS
         from qwenscribe.errors import InputError
         from qwenscribe.paths import bench_dir
@@ -80,9 +79,9 @@ def register(app: typer.Typer, friendly_errors: Callable) -> None:
         for what, given, known in (
             ("part", chosen_parts, PARTS),
             ("size", _names(sizes), SIZES),
-            ("decoder quantization", _names(quants), QUANTS),
+            ("decoder quantization", _names(quants), DECODER_QUANTS),
             ("encoder precision", _names(precisions), PRECISIONS),
-            ("aligner decoder", _names(aligner_quants), ALIGNER_QUANTS),
+            ("aligner decoder", _names(aligner_quants), DECODER_QUANTS),
         ):
             unknown = [name for name in given if name not in known]
             if unknown or not given:

@@ -117,20 +117,21 @@ def _writers(
     # Imported on use: each pulls in onnx / gguf, which `import qwenscribe` should not.
     from qwenscribe.convert import gguf_decoder
     from qwenscribe.convert.onnx_aligner import write_aligner_scorer
+    from qwenscribe.convert.onnx_decoder import write_recognizer_decoder
     from qwenscribe.convert.onnx_encoder import write_encoder_onnx
 
     if kind == "aligner":
         return write_encoder_onnx, write_aligner_scorer, gguf_decoder.write_token_embeddings
-    return write_encoder_onnx, gguf_decoder.write_decoder_gguf, None
+    # An ONNX decoder writes the token table it needs itself.
+    return write_encoder_onnx, write_recognizer_decoder, None
 
 
-def _validate(options: ConvertOptions, kind: str | None) -> None:
-    """Refuse unknown choices; kind None (not known yet) allows what any kind allows."""
-    from qwenscribe.convert.gguf_decoder import QUANTS
-    from qwenscribe.convert.onnx_aligner import ALIGNER_QUANTS
+def _validate(options: ConvertOptions) -> None:
+    """Refuse unknown choices (both kinds of model take the same ones)."""
+    from qwenscribe.convert.onnx_decoder import DECODER_QUANTS
     from qwenscribe.convert.onnx_graph import PRECISIONS
 
-    allowed = QUANTS if kind == "asr" else ALIGNER_QUANTS  # the aligner's are a superset
+    allowed = DECODER_QUANTS
     bad_encoder = [p for p in options.encoder_precisions if p not in PRECISIONS]
     bad_decoder = [q for q in options.decoder_quants if q not in allowed]
     if bad_encoder or not options.encoder_precisions:
@@ -140,8 +141,7 @@ def _validate(options: ConvertOptions, kind: str | None) -> None:
         )
     if bad_decoder or not options.decoder_quants:
         raise ModelError(
-            f"Unknown decoder quantization {', '.join(bad_decoder) or '(none)'}"
-            + (" for a speech recognizer." if kind == "asr" else "."),
+            f"Unknown decoder quantization {', '.join(bad_decoder) or '(none)'}.",
             f"Choose from {', '.join(allowed)}.",
         )
 
@@ -204,11 +204,10 @@ def convert(
 ) -> ConvertResult:
     """Convert `source` (a checkpoint folder or hub id / short name) into the folder `out`."""
     options = options or ConvertOptions()
-    _validate(options, None)  # before anything is looked up or downloaded
+    _validate(options)  # before anything is looked up or downloaded
     out = Path(out).expanduser()
     resolved = resolve_model(str(source))
     checkpoint = Checkpoint(resolved.path)
-    _validate(options, checkpoint.kind)
     fingerprint = source_fingerprint(checkpoint.folder)
     existing = read_manifest(out)
     if _up_to_date(existing, fingerprint, options):

@@ -22,8 +22,9 @@ from qwenscribe.convert.convert import (
     read_manifest,
     source_fingerprint,
 )
-from qwenscribe.convert.gguf_decoder import QUANTS, TOKEN_EMBEDDINGS_FILE
-from qwenscribe.convert.onnx_aligner import ALIGNER_QUANTS, aligner_scorer_filename
+from qwenscribe.convert.gguf_decoder import TOKEN_EMBEDDINGS_FILE
+from qwenscribe.convert.onnx_aligner import aligner_scorer_filename
+from qwenscribe.convert.onnx_decoder import DECODER_QUANTS, recognizer_decoder_files
 from qwenscribe.convert.onnx_encoder import backend_filename, frontend_filename
 from qwenscribe.convert.onnx_graph import PRECISIONS
 from qwenscribe.errors import ModelError
@@ -62,7 +63,9 @@ def hybrid_files(kind: Kind, precision: str, quant: str) -> list[str]:
     """The files the hybrid runtime opens for a model of `kind`."""
     encoder = [frontend_filename(precision), backend_filename(precision)]
     if kind == "asr":
-        return [*encoder, f"decoder.{quant}.gguf"]
+        if quant in PRECISIONS:  # an ONNX decoder is fed embeddings looked up in the table
+            return [*encoder, *recognizer_decoder_files(quant), TOKEN_EMBEDDINGS_FILE]
+        return [*encoder, *recognizer_decoder_files(quant)]
     return [*encoder, aligner_scorer_filename(quant), TOKEN_EMBEDDINGS_FILE]
 
 
@@ -101,7 +104,7 @@ def _cache_folder(resolved: ResolvedModel, precision: str, quant: str) -> Path:
 def hybrid_model_files(model: str, precision: str, quant: str, kind: Kind = "asr") -> ModelFiles:
     """The converted folder for `model`, converting (once) when given a checkpoint."""
     _check_choice(precision, PRECISIONS, "encoder precision")
-    _check_choice(quant, QUANTS if kind == "asr" else ALIGNER_QUANTS, "quantization")
+    _check_choice(quant, DECODER_QUANTS, "quantization")
     given = Path(model).expanduser()
     manifest = read_manifest(given) if given.is_dir() else None
     if manifest is None:

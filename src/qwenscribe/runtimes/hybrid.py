@@ -1,10 +1,14 @@
-"""The hybrid runtime: ONNX Runtime for the audio encoder, llama.cpp for the text decoder.
+"""The hybrid runtime: ONNX Runtime for the audio encoder; llama.cpp (a GGUF decoder) or ONNX
+Runtime (an ONNX decoder, `onnx_decoder.OnnxSequences`) for the text decoder.
 
-A prompt mixes token ids and audio embeddings, but a llama.cpp batch holds one or the other, so a
-prompt is fed as pieces in order (text, audio, text, ...) at consecutive positions of its
-sequence; the KV cache makes that the same computation as one mixed batch. Several prompts are
-decoded as parallel sequences of one context: each llama_decode call carries pieces of every
-sequence, and each generation step one new token of every unfinished sequence.
+Both decoders decode several prompts side by side as parallel sequences, behind the same three
+calls (`start`: prefill every prompt; `step`: one new token of each unfinished sequence;
+`finish`: drop sequences), so the generation loop here serves both.
+
+On llama.cpp a prompt mixes token ids and audio embeddings, but a batch holds one or the other,
+so a prompt is fed as pieces in order (text, audio, text, ...) at consecutive positions of its
+sequence; the KV cache makes that the same computation as one mixed batch. The sequences share
+one context: each llama_decode call carries pieces of every sequence.
 """
 
 from __future__ import annotations
@@ -14,9 +18,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
+from qwenscribe.convert.gguf_decoder import decoder_filename
+from qwenscribe.convert.onnx_graph import PRECISIONS
 from qwenscribe.errors import ModelError
 from qwenscribe.model.tokens import AUDIO_PAD_ID
 from qwenscribe.runtimes.base import (
@@ -38,13 +45,14 @@ from qwenscribe.runtimes.llama_decoder import (
     LlamaContext,
     LlamaModel,
 )
+from qwenscribe.runtimes.onnx_decoder import OnnxDecoder, OnnxSequences
 from qwenscribe.runtimes.onnx_encoder import OnnxAudioEncoder
 
 
 @dataclass(frozen=True)
 class HybridSettings:
     folder: Path  # a converted folder (qwenscribe convert)
-    decoder_quant: str = "q8_0"
+    decoder_quant: str = "q8_0"  # a GGUF quantization (llama.cpp) or an ONNX precision
     encoder_precision: str = "fp32"
     device: str = "cpu"
     threads: int | None = None
@@ -85,42 +93,35 @@ def prompt_pieces(request: DecodeRequest) -> list[_Piece]:
     return pieces
 
 
-class HybridRuntime:
-    name = "hybrid"
+class SequenceDecoder(Protocol):
+    """What the generation loop needs of a decoder (see the module's docstring)."""
 
-    def __init__(self, settings: HybridSettings) -> None:
-        self.settings = settings
-        placement = hybrid_placement(settings.device, settings.threads)
-        self.threads = placement.threads
-        folder = settings.folder
-        gguf = folder / f"decoder.{settings.decoder_quant}.gguf"
-        if not gguf.is_file():
-            raise ModelError(f"{folder} has no decoder file {gguf.name}.", "Convert it again.")
-        self.encoder = OnnxAudioEncoder(
-            folder, settings.encoder_precision, placement.provider, self.threads
-        )
-        self.decoder = LlamaModel(gguf, placement.gpu_layers)
-        self.hidden_size = self.decoder.n_embd
-        self.times = RuntimeTimes()
-        self._contexts = ContextCache(
-            self.decoder,
-            ContextSettings(
-                threads=self.threads,
-                n_batch=settings.n_batch,
-                flash_attention=settings.flash_attention,
-                f32_kv_cache=settings.f32_kv_cache,
-            ),
-        )
+    path: Path
 
-    # -- encoder ---------------------------------------------------------------------------------
+    def start(self, requests: Sequence[DecodeRequest]) -> list[np.ndarray]: ...
 
-    def encode(self, mel: np.ndarray) -> np.ndarray:
-        before = self.encoder.seconds
-        embeddings = self.encoder.encode(mel)
-        self.times.encoder_s += self.encoder.seconds - before
-        return embeddings
+    def step(self, seqs: Sequence[int], token_ids: Sequence[int]) -> list[np.ndarray]: ...
 
-    # -- decoder ---------------------------------------------------------------------------------
+    def finish(self, seqs: Sequence[int]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class LlamaSequences:
+    """Prompts decoded side by side as parallel sequences of one llama.cpp context."""
+
+    def __init__(self, model: LlamaModel, settings: ContextSettings) -> None:
+        self.model = model
+        self.path = model.path
+        self._contexts = ContextCache(model, settings)
+        self._ctx: LlamaContext | None = None
+        self._positions: list[int] = []
+
+    def start(self, requests: Sequence[DecodeRequest]) -> list[np.ndarray]:
+        needed = sum(len(r.prompt_ids) + r.max_new_tokens for r in requests)
+        self._ctx = self._contexts.get(len(requests), needed)
+        self._positions = [len(r.prompt_ids) for r in requests]
+        return self._prefill(self._ctx, requests)
 
     def _prefill(self, ctx: LlamaContext, requests: Sequence[DecodeRequest]) -> list[np.ndarray]:
         """Feed every prompt; the logits after each prompt's last token."""
@@ -162,6 +163,65 @@ class HybridRuntime:
                         last_logits[seqs[row]] = values
         return last_logits  # type: ignore[return-value]
 
+    def step(self, seqs: Sequence[int], token_ids: Sequence[int]) -> list[np.ndarray]:
+        positions = [self._positions[seq] for seq in seqs]
+        logits = self._ctx.decode(seqs, positions, [True] * len(seqs), token_ids=token_ids)
+        for seq in seqs:
+            self._positions[seq] += 1
+        return [logits[row] for row in range(len(seqs))]
+
+    def finish(self, seqs: Sequence[int]) -> None:
+        for seq in seqs:
+            self._ctx.forget(seq)
+
+    def close(self) -> None:
+        self._contexts.close()
+        self.model.close()
+
+
+class HybridRuntime:
+    name = "hybrid"
+
+    def __init__(self, settings: HybridSettings) -> None:
+        self.settings = settings
+        placement = hybrid_placement(settings.device, settings.threads)
+        self.threads = placement.threads
+        folder = settings.folder
+        onnx_decoder = settings.decoder_quant in PRECISIONS
+        if not onnx_decoder:
+            gguf = folder / decoder_filename(settings.decoder_quant)
+            if not gguf.is_file():
+                raise ModelError(f"{folder} has no decoder file {gguf.name}.", "Convert it again.")
+        self.encoder = OnnxAudioEncoder(
+            folder, settings.encoder_precision, placement.provider, self.threads
+        )
+        self.times = RuntimeTimes()
+        self.decoder: SequenceDecoder
+        if onnx_decoder:
+            onnx = OnnxDecoder(folder, settings.decoder_quant, self.threads)
+            self.hidden_size = onnx.hidden_size
+            self.decoder = OnnxSequences(onnx)
+        else:
+            model = LlamaModel(gguf, placement.gpu_layers)
+            self.hidden_size = model.n_embd
+            context = ContextSettings(
+                threads=self.threads,
+                n_batch=settings.n_batch,
+                flash_attention=settings.flash_attention,
+                f32_kv_cache=settings.f32_kv_cache,
+            )
+            self.decoder = LlamaSequences(model, context)
+
+    # -- encoder ---------------------------------------------------------------------------------
+
+    def encode(self, mel: np.ndarray) -> np.ndarray:
+        before = self.encoder.seconds
+        embeddings = self.encoder.encode(mel)
+        self.times.encoder_s += self.encoder.seconds - before
+        return embeddings
+
+    # -- decoder ---------------------------------------------------------------------------------
+
     def generate(
         self,
         requests: Sequence[DecodeRequest],
@@ -171,19 +231,16 @@ class HybridRuntime:
     ) -> list[Generation]:
         if not requests:
             return []
-        needed = sum(len(r.prompt_ids) + r.max_new_tokens for r in requests)
-        ctx = self._contexts.get(len(requests), needed)
         rng = np.random.default_rng(sampling.seed)
 
         started = time.perf_counter()
-        logits = self._prefill(ctx, requests)
+        logits = self.decoder.start(requests)
         self.times.prefill_s += time.perf_counter() - started
         self.times.prefill_tokens += sum(len(r.prompt_ids) for r in requests)
 
         started = time.perf_counter()
         results = [Generation([], "length") for _ in requests]
-        positions = [len(r.prompt_ids) for r in requests]
-        active = [seq for seq, r in enumerate(requests) if r.max_new_tokens > 0]
+        active = list(range(len(requests)))
         while active:
             scores = np.stack([logits[seq] for seq in active])
             if np.isnan(scores).any():  # damaged weights: argmax picks garbage, sampling fails
@@ -196,6 +253,8 @@ class HybridRuntime:
             still = []
             for seq, token in zip(active, chosen.tolist(), strict=True):
                 result = results[seq]
+                if requests[seq].max_new_tokens <= 0:
+                    continue
                 if is_eos(token):
                     result.finish = "eos"
                     continue
@@ -206,23 +265,17 @@ class HybridRuntime:
                     result.finish = "stopped"
                 elif len(result.tokens) < requests[seq].max_new_tokens:
                     still.append(seq)
-            for seq in set(active) - set(still):
-                ctx.forget(seq)
+            self.decoder.finish([seq for seq in active if seq not in still])
             if not still:
                 break
-            tokens_in = [results[seq].tokens[-1] for seq in still]
-            step = ctx.decode(
-                still, [positions[seq] for seq in still], [True] * len(still), token_ids=tokens_in
-            )
-            for row, seq in enumerate(still):
-                logits[seq] = step[row]
-                positions[seq] += 1
+            step = self.decoder.step(still, [results[seq].tokens[-1] for seq in still])
+            for seq, values in zip(still, step, strict=True):
+                logits[seq] = values
             active = still
         self.times.generation_s += time.perf_counter() - started
         self.times.generated_tokens += sum(len(r.tokens) for r in results)
         return results
 
     def close(self) -> None:
-        self._contexts.close()
         self.decoder.close()
         self.encoder.close()

@@ -2,7 +2,8 @@
 
 The aligner only prefills: one pass over its input, logits at the `<timestamp>` rows. The graph
 (`convert.onnx_aligner`) takes the input's rows and the keys and values of the rows before them,
-so a long input runs in blocks whose attention scores stay within `ATTENTION_BUDGET_BYTES`; a
+so a long input runs in blocks whose attention scores stay within a budget
+(`onnx_session.block_rows`); a
 default 30-s chunk (~760 rows) is one call.
 """
 
@@ -14,21 +15,7 @@ import numpy as np
 
 from qwenscribe.convert.onnx_aligner import aligner_decoder_filename
 from qwenscribe.errors import ModelError
-from qwenscribe.runtimes.onnx_session import open_session
-
-# Attention holds the [heads, rows, past + rows] float32 probabilities of a call (and a little
-# more); the block of rows is chosen to keep them under this. 256 MB lets a single call take
-# ~2000 rows (80 s of speech and its words) at the 0.6B aligner's 16 heads.
-ATTENTION_BUDGET_BYTES = 256 << 20
-_ATTENTION_COPIES = 1
-MIN_BLOCK_ROWS = 64  # below this the products run too few rows to be efficient
-
-
-def block_rows(total_rows: int, heads: int, budget: int = ATTENTION_BUDGET_BYTES) -> int:
-    """Rows per call for an input of `total_rows`: all of them when their attention fits in
-    `budget`, otherwise as many as fit beside the longest cache (the last block's)."""
-    per_row = _ATTENTION_COPIES * heads * 4 * max(total_rows, 1)
-    return max(MIN_BLOCK_ROWS, min(total_rows, budget // per_row))
+from qwenscribe.runtimes.onnx_session import block_rows, open_session
 
 
 class OnnxSlotScorer:

@@ -7,6 +7,23 @@ from typing import Any
 
 from qwenscribe.errors import ModelError
 
+# Attention (GroupQueryAttention in the decoder graphs) holds the [heads, rows, width] float32
+# probabilities of a call, `width` being the cache's length; a long input is fed in blocks of
+# rows that keep them under this. 256 MB lets one call take ~2000 rows (80 s of speech and its
+# words) at the 0.6B aligner's 16 heads.
+ATTENTION_BUDGET_BYTES = 256 << 20
+MIN_BLOCK_ROWS = 64  # below this the products run too few rows to be efficient
+
+
+def block_rows(rows: int, heads: int, width: int | None = None, budget: int | None = None) -> int:
+    """Rows per call for an input of `rows` whose attention spans `width` positions at most
+    (None: the rows themselves): all of them when their probabilities fit in `budget` (None:
+    ATTENTION_BUDGET_BYTES), otherwise as many as fit beside the widest cache (the last
+    block's)."""
+    budget = ATTENTION_BUDGET_BYTES if budget is None else budget
+    per_row = heads * 4 * max(width if width is not None else rows, 1)
+    return max(MIN_BLOCK_ROWS, min(rows, budget // per_row))
+
 
 def open_session(path: Path, precision: str, provider: str, threads: int) -> Any:
     """An `onnxruntime.InferenceSession` of `path`, or a ModelError that says what to do.

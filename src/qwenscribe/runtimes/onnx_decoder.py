@@ -1,0 +1,158 @@
+"""The recognizer's decoder on ONNX Runtime: `decoder.<precision>.onnx` (see convert.onnx_decoder).
+
+`OnnxSequences` decodes several prompts side by side, as the llama.cpp path does with parallel
+sequences: each prompt is prefilled on its own (one call, or blocks of rows for a long one), then
+every generation step is one call carrying one new row of each unfinished sequence.
+
+The keys and values live in one preallocated buffer per layer and kind, [sequences, kv_heads,
+capacity, head_dim], bound with IOBinding as both the graph's `past_*` input and its `present_*`
+output, so onnxruntime writes each call's rows in place and nothing is copied per step (feeding
+the cache as an input and taking a new one as an output copied ~100 MB a step, as much time as
+the step itself). A step's sequences must be one contiguous run of the buffer: when a sequence
+finishes, the ones after it move down a slot (one copy per finished sequence).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from qwenscribe.convert.gguf_decoder import TOKEN_EMBEDDINGS_FILE
+from qwenscribe.convert.onnx_decoder import onnx_decoder_filename
+from qwenscribe.errors import ModelError
+from qwenscribe.model.tokens import AUDIO_PAD_ID
+from qwenscribe.runtimes.base import DecodeRequest
+from qwenscribe.runtimes.onnx_session import block_rows, open_session
+
+_CPU = "CPUExecutionProvider"
+
+
+class OnnxDecoder:
+    """A loaded `decoder.<precision>.onnx` and the token table it is fed from."""
+
+    def __init__(self, folder: Path, precision: str, threads: int) -> None:
+        self.path = folder / onnx_decoder_filename(precision)
+        if not self.path.is_file():
+            raise ModelError(f"{folder} has no decoder file {self.path.name}.", "Convert it again.")
+        # The CPU provider always: the int8 graph's products have no GPU kernels, and on a GPU
+        # the GGUF decoder (llama.cpp, offloaded whole) is the one to use.
+        self.session = open_session(self.path, precision, _CPU, threads)
+        meta = self.session.get_modelmeta().custom_metadata_map
+        try:
+            self.hidden_size = int(meta["qwenscribe.hidden"])
+            self.layers = int(meta["qwenscribe.layers"])
+            self.heads = int(meta["qwenscribe.heads"])
+            self.kv_heads = int(meta["qwenscribe.kv_heads"])
+            self.head_dim = int(meta["qwenscribe.head_dim"])
+            self.vocab = int(meta["qwenscribe.vocab"])
+        except (KeyError, ValueError) as error:
+            raise ModelError(
+                f"{self.path} is not a decoder written by qwenscribe ({error}).",
+                "Convert the model again.",
+            ) from error
+        table = folder / TOKEN_EMBEDDINGS_FILE
+        try:
+            # Memory-mapped: only the rows of the tokens used are ever read.
+            self.token_embeddings = np.load(table, mmap_mode="r")
+        except (OSError, ValueError) as error:
+            raise ModelError(
+                f"The token table {table} is missing or damaged ({error}).",
+                "Convert the model again.",
+            ) from error
+        if self.token_embeddings.shape != (self.vocab, self.hidden_size):
+            raise ModelError(
+                f"The token table {table} has the shape {self.token_embeddings.shape}, not "
+                f"({self.vocab}, {self.hidden_size}): it belongs to another model.",
+                "Convert the model again.",
+            )
+
+    def embed(self, token_ids: Sequence[int] | np.ndarray) -> np.ndarray:
+        return np.asarray(self.token_embeddings[np.asarray(token_ids)], np.float32)
+
+    def prompt_rows(self, request: DecodeRequest) -> np.ndarray:
+        """The prompt as embedding rows: text rows from the table, the audio rows in place of
+        the audio placeholders."""
+        ids = np.asarray(request.prompt_ids)
+        is_audio = ids == AUDIO_PAD_ID
+        if int(is_audio.sum()) != len(request.audio):
+            raise ValueError(
+                f"prompt has {int(is_audio.sum())} audio placeholders for {len(request.audio)} rows"
+            )
+        rows = np.empty((len(ids), self.hidden_size), np.float32)
+        rows[~is_audio] = self.embed(ids[~is_audio])
+        rows[is_audio] = request.audio
+        return rows
+
+    def close(self) -> None:
+        self.session = None
+        self.token_embeddings = None
+
+
+class OnnxSequences:
+    """Prompts decoded side by side on an `OnnxDecoder`: the hybrid runtime's sequence decoder."""
+
+    def __init__(self, decoder: OnnxDecoder) -> None:
+        self.decoder = decoder
+        self.path = decoder.path
+        self._keys: list[np.ndarray] = []
+        self._values: list[np.ndarray] = []
+        self._slots: list[int] = []  # the sequence in each slot of the buffers, in order
+        self._lengths: list[int] = []  # rows held per slot
+
+    def start(self, requests: Sequence[DecodeRequest]) -> list[np.ndarray]:
+        """Prefill every prompt into a fresh cache; the logits after each prompt."""
+        d = self.decoder
+        capacity = max(len(r.prompt_ids) + r.max_new_tokens for r in requests)
+        shape = (len(requests), d.kv_heads, capacity, d.head_dim)
+        self._keys = [np.zeros(shape, np.float32) for _ in range(d.layers)]
+        self._values = [np.zeros(shape, np.float32) for _ in range(d.layers)]
+        self._slots = list(range(len(requests)))
+        self._lengths = [0] * len(requests)
+        logits = []
+        for slot, request in enumerate(requests):
+            rows = d.prompt_rows(request)
+            block = block_rows(len(rows), d.heads, width=capacity)
+            for first in range(0, len(rows), block):
+                part = rows[first : first + block]
+                last = self._run(slot, slot + 1, part[None], [first + len(part)])
+            logits.append(last[0])
+        return logits
+
+    def step(self, seqs: Sequence[int], token_ids: Sequence[int]) -> list[np.ndarray]:
+        """One new token for each of `seqs` (the unfinished sequences, in order); their logits."""
+        if list(seqs) != self._slots:
+            raise ValueError(f"step for sequences {list(seqs)}, holding {self._slots}")
+        rows = self.decoder.embed(token_ids)[:, None, :]
+        lengths = [length + 1 for length in self._lengths]
+        return list(self._run(0, len(seqs), rows, lengths))
+
+    def finish(self, seqs: Sequence[int]) -> None:
+        """Drop finished sequences; the later ones move down so the rest stay contiguous."""
+        for seq in seqs:
+            slot = self._slots.index(seq)
+            count = len(self._slots)
+            for buffer in (*self._keys, *self._values):
+                buffer[slot : count - 1] = buffer[slot + 1 : count]  # numpy handles the overlap
+            del self._slots[slot], self._lengths[slot]
+
+    def _run(self, first: int, end: int, rows: np.ndarray, lengths: list[int]) -> np.ndarray:
+        """Feed `rows` [sequences, rows, hidden] to slots first .. end - 1, which then hold
+        `lengths` rows; the logits after each one's last row."""
+        io = self.decoder.session.io_binding()
+        io.bind_cpu_input("embeddings", np.ascontiguousarray(rows, np.float32))
+        io.bind_cpu_input("seqlens_k", np.asarray(lengths, np.int32) - 1)
+        io.bind_output("logits")  # first, so it is the first of the outputs read back
+        for layer in range(self.decoder.layers):
+            for kind, buffers in (("key", self._keys), ("value", self._values)):
+                view = buffers[layer][first:end]  # contiguous: slots are the outermost axis
+                pointer = view.ctypes.data
+                io.bind_input(f"past_{kind}.{layer}", "cpu", 0, np.float32, view.shape, pointer)
+                io.bind_output(f"present_{kind}.{layer}", "cpu", 0, np.float32, view.shape, pointer)
+        self.decoder.session.run_with_iobinding(io)
+        self._lengths[first:end] = lengths
+        return io.get_outputs()[0].numpy()
+
+    def close(self) -> None:
+        self._keys, self._values = [], []
