@@ -3,8 +3,9 @@
 For every chunk the engine decoded, the reference is transformers' own pipeline on that chunk's
 samples: `AutoProcessor.apply_transcription_request` (the official prompt and its own feature
 extractor) and `Qwen3ASRForConditionalGeneration.generate` (greedy) with the same token budget.
-The engine runs with the unquantized files (fp32 ONNX, f32 GGUF, f32 KV cache) and the
-repetition guard off, so what it returns is the raw greedy decoding.
+The engine runs with the unquantized files (fp32 ONNX encoder; the decoder as f32 GGUF on
+llama.cpp with an f32 KV cache, or as fp32 ONNX on ONNX Runtime) and the repetition guard off, so
+what it returns is the raw greedy decoding.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ pytestmark = pytest.mark.reference
 
 RATE = 16000
 EOS = {151645, 151643}  # REFERENCE.md
+DECODERS = ("f32", "fp32")  # the unquantized GGUF (llama.cpp) and ONNX (ONNX Runtime) decoders
 
 
 @pytest.fixture(scope="module")
@@ -37,14 +39,14 @@ def clips(data_dir) -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def converted(checkpoints, tmp_path_factory) -> dict[str, str]:
-    """Unquantized hybrid files from each checkpoint layout."""
+    """Unquantized hybrid files from each checkpoint layout, with both decoders."""
     root = tmp_path_factory.mktemp("converted")
     return {
         layout: str(
             convert(
                 checkpoints[("asr", layout)],
                 root / layout,
-                ConvertOptions(encoder_precisions=("fp32",), decoder_quants=("f32",)),
+                ConvertOptions(encoder_precisions=("fp32",), decoder_quants=DECODERS),
             ).folder
         )
         for layout in ("original", "hf")
@@ -116,10 +118,13 @@ PROMPTS = [
 ]
 
 
+@pytest.mark.parametrize("decoder", DECODERS)
 @pytest.mark.parametrize("clip", ["3s", "8s", "12s", "70s"])
-def test_hybrid_tokens_equal_transformers_generate(clip, clips, converted, reference) -> None:
+def test_hybrid_tokens_equal_transformers_generate(
+    clip, decoder, clips, converted, reference
+) -> None:
     samples = clips[clip]
-    with exact_engine(converted["hf"]) as engine:
+    with exact_engine(converted["hf"], decoder_quant=decoder) as engine:
         transcript = engine.transcribe((samples, RATE))
     if clip == "70s":
         assert len(transcript.chunks) == 3, "70 s at 30-s chunks is three chunks"
@@ -134,10 +139,13 @@ def test_forced_language_and_context(language, context, clips, converted, refere
     assert_same_tokens(reference, samples, transcript, language, context)
 
 
-def test_a_batch_of_files_as_parallel_sequences(clips, converted, reference) -> None:
-    """Chunks of four inputs share the parallel sequences of one llama.cpp context."""
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_a_batch_of_files_as_parallel_sequences(decoder, clips, converted, reference) -> None:
+    """Chunks of three inputs are decoded four at a time as parallel sequences (one llama.cpp
+    context, or one ONNX cache whose slots move down as sequences finish)."""
     names = ["3s", "12s", "8s"]
-    with exact_engine(converted["hf"], max_chunk_s=6.0, parallel_sequences=4) as engine:
+    settings = {"max_chunk_s": 6.0, "parallel_sequences": 4, "decoder_quant": decoder}
+    with exact_engine(converted["hf"], **settings) as engine:
         transcripts = engine.transcribe_many([(clips[name], RATE) for name in names])
     counts = [len(t.chunks) for t in transcripts]
     assert counts[0] == 1
@@ -194,7 +202,7 @@ def eos_prone(checkpoints, tmp_path_factory, clips) -> dict:
     converted_folder = convert(
         folder,
         folder.parent / "converted",
-        ConvertOptions(encoder_precisions=("fp32",), decoder_quants=("f32",)),
+        ConvertOptions(encoder_precisions=("fp32",), decoder_quants=DECODERS),
     ).folder
     return {
         "checkpoint": str(folder),
@@ -203,14 +211,17 @@ def eos_prone(checkpoints, tmp_path_factory, clips) -> dict:
     }
 
 
-@pytest.mark.parametrize("runtime", ["hybrid", "transformers"])
+@pytest.mark.parametrize("runtime", ["hybrid", "hybrid-onnx", "transformers"])
 def test_a_full_budget_decode_equals_generate_with_min_new_tokens(runtime, clips, eos_prone):
     """Benchmarks decode every chunk's whole budget (end-of-sequence suppressed): the same
     tokens as transformers' generate holding end-of-sequence back with min_new_tokens."""
     samples, reference = clips["12s"], eos_prone["reference"]
     budget = {"decode_full_budget": True, "tokens_per_second": 4.0, "min_new_tokens": 20}
-    if runtime == "hybrid":
-        engine = exact_engine(eos_prone["converted"], max_chunk_s=6.0, **budget)
+    if runtime.startswith("hybrid"):
+        decoder = "fp32" if runtime == "hybrid-onnx" else "f32"
+        engine = exact_engine(
+            eos_prone["converted"], max_chunk_s=6.0, decoder_quant=decoder, **budget
+        )
     else:
         engine = QwenASREngine(
             ASREngineConfig(
@@ -235,3 +246,4 @@ def test_a_full_budget_decode_equals_generate_with_min_new_tokens(runtime, clips
         piece = samples[round(record.start * RATE) : round(record.end * RATE)]
         free = reference_tokens(reference, piece, None, "", record.max_new_tokens)
         assert len(free) < record.max_new_tokens
+
