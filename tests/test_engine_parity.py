@@ -246,4 +246,3 @@ def test_a_full_budget_decode_equals_generate_with_min_new_tokens(runtime, clips
         piece = samples[round(record.start * RATE) : round(record.end * RATE)]
         free = reference_tokens(reference, piece, None, "", record.max_new_tokens)
         assert len(free) < record.max_new_tokens
-

@@ -2,13 +2,11 @@
 
 Why ONNX for the aligner: it never generates, it only runs its decoder once over the whole input
 (audio and words) and scores the `<timestamp>` rows. That is prefill, matrix products above all,
-and onnxruntime's dynamic int8 products (VNNI) run it 2.5x as fast as llama.cpp's q8_0 on the
-same CPU (the 0.6B aligner on 760 rows, 2 threads: 480 against 188 rows a second). The
-recognizer keeps llama.cpp, whose strength is generation.
+which onnxruntime's int8 blocks (`onnx_qwen3`) run 1.35x as fast as llama.cpp's q8_0 on the
+same CPU (the 0.6B aligner on 760 rows, 2 threads: 3.0 against 4.05 s).
 
 ``aligner_decoder.<precision>.onnx`` (weights in ``<that>.data``) is the Qwen3 decoder
-(RMSNorm, per-head q/k RMSNorm, rotate-half RoPE with theta 1e6, causal grouped-query
-attention, SwiGLU) plus the final norm and the 5000-class head, evaluated at the rows asked for
+(`onnx_qwen3`) plus the final norm and the 5000-class head, evaluated at the rows asked for
 only:
 
 - inputs: ``embeddings [rows, hidden]`` (the runtime looks up text rows and puts the audio rows
@@ -91,7 +89,7 @@ def build_aligner_decoder(checkpoint: Checkpoint, precision: str = "fp32") -> Bu
         raise ValueError(f"{checkpoint.folder} is an {checkpoint.arch.kind} model, not an aligner.")
     dims = checkpoint.arch.decoder
     classes = checkpoint.arch.head_outputs
-    g = GraphBuilder(precision)
+    g = GraphBuilder(precision, int8_blocks=True)  # see onnx_qwen3: outliers
     positions = _positions(g, dims)
     batch_of_one = g.constant("batch_of_one", np.array([1, -1, dims.hidden], np.int64))
     x = g.op("Reshape", [g.to_compute("embeddings", "embeddings_compute"), batch_of_one], "x")

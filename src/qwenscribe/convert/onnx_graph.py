@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "fp16", "int8", "int4")
 INT4_BLOCK_SIZE = 32  # weights per int4 scale: the finer of the two usual sizes, for accuracy
+INT8_BLOCK_SIZE = 32  # weights per 8-bit scale, as llama.cpp's q8_0
 # Scales tried per int4 block, as multiples of "largest magnitude -> -8" (see quantize_int4_blocks).
 _INT4_SCALE_STRETCHES = tuple(np.linspace(0.8, 1.2, 9))
 # Opset 20 is the first with the ONNX Gelu operator; onnxruntime >= 1.17 runs it. IR 10 is what
@@ -86,6 +87,21 @@ def quantize_int4_blocks(weight: np.ndarray, block_size: int) -> tuple[np.ndarra
     return np.ascontiguousarray(packed), best_scales.reshape(-1).astype(np.float32)
 
 
+def quantize_int8_blocks(weight: np.ndarray, block_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """A [N, K] float matrix as an 8-bit MatMulNBits wants it: one byte per weight, blocks along
+    K, symmetric around the implicit zero point 128 (largest magnitude -> +-127). Returns uint8
+    [N, blocks, block] and float32 scales [N * blocks]; K is zero-padded to whole blocks."""
+    rows, columns = weight.shape
+    blocks = -(-columns // block_size)
+    padded = np.zeros((rows, blocks * block_size), np.float32)
+    padded[:, :columns] = weight
+    grouped = padded.reshape(rows, blocks, block_size)
+    scales = np.abs(grouped).max(axis=2, keepdims=True) / np.float32(127)
+    scales = np.where(scales == 0, np.float32(1), scales).astype(np.float32)
+    levels = np.clip(np.rint(grouped / scales), -127, 127) + 128
+    return np.ascontiguousarray(levels.astype(np.uint8)), scales.reshape(-1)
+
+
 class GraphBuilder:
     """Collects nodes and initializers of one graph, computing in float32 or float16.
 
@@ -93,9 +109,13 @@ class GraphBuilder:
     holds the converted weights and nothing else.
     """
 
-    def __init__(self, precision: str) -> None:
-        # int8 quantizes the float32 graph afterwards; int4 is written here, weight by weight.
+    def __init__(self, precision: str, int8_blocks: bool = False) -> None:
+        """int8_blocks: write int8 products as 8-bit blocks here (MatMulNBits, as int4), not
+        through the dynamic quantizer afterwards (see `linear`)."""
+        # int8 quantizes the float32 graph afterwards, unless int8_blocks; int4 is written here,
+        # weight by weight.
         self.int4 = precision == "int4"
+        self.int8_blocks = int8_blocks and precision == "int8"
         self.compute = np.dtype(np.float16 if precision == "fp16" else np.float32)
         self.onnx_compute = helper.np_dtype_to_tensor_dtype(self.compute)
         self.nodes: list[onnx.NodeProto] = []
@@ -169,8 +189,8 @@ class GraphBuilder:
         keep_float: a float MatMul in every precision, listed in `float_matmuls` so the int8
         quantizer leaves it alone (a small product whose precision matters, like a head).
         """
-        if self.int4 and not (int8 or keep_float):
-            out = self._matmul_int4(x, name, weight)
+        if (self.int4 or self.int8_blocks) and not (int8 or keep_float):
+            out = self._matmul_nbits(x, name, weight, 4 if self.int4 else 8)
         else:
             out = self.op(
                 "MatMul", [x, self.weight(f"{name}.weight_t", weight.T)], f"{name}/MatMul"
@@ -184,26 +204,31 @@ class GraphBuilder:
             return out
         return self.op("Add", [out, self.weight(f"{name}.bias", bias)], f"{name}/Add")
 
-    def _matmul_int4(self, x: str, name: str, weight: np.ndarray) -> str:
-        """x @ W.T with W stored as symmetric int4 blocks (com.microsoft.MatMulNBits)."""
+    def _matmul_nbits(self, x: str, name: str, weight: np.ndarray, bits: int) -> str:
+        """x @ W.T with W stored as symmetric 4- or 8-bit blocks (com.microsoft.MatMulNBits)."""
         out_features, in_features = weight.shape
-        packed, scales = quantize_int4_blocks(weight, INT4_BLOCK_SIZE)
+        if bits == 4:
+            packed, scales = quantize_int4_blocks(weight, INT4_BLOCK_SIZE)
+        else:
+            packed, scales = quantize_int8_blocks(weight, INT8_BLOCK_SIZE)
         return self.op(
             "MatMulNBits",
             [
                 x,
-                self.constant(f"{name}.weight_q4", packed),
+                self.constant(f"{name}.weight_q{bits}", packed),
                 self.constant(f"{name}.weight_scales", scales),
             ],
             f"{name}/MatMulNBits",
             domain="com.microsoft",
             K=in_features,
             N=out_features,
-            bits=4,
-            block_size=INT4_BLOCK_SIZE,
+            bits=bits,
+            block_size=INT4_BLOCK_SIZE if bits == 4 else INT8_BLOCK_SIZE,
             # Level 4 lets the CPU kernel quantize activations to int8 per block and use integer
             # dot products: about 25 % faster than float accumulation on a 585 x 1024 x 4096
-            # product, with no measurable change in the encoder's output error.
+            # product, with no measurable change in the encoder's output error. Per block, an
+            # outlier in one channel of the activations costs the precision of its own block
+            # only (the dynamic quantizer's single scale per call loses every other value).
             accuracy_level=4,
         )
 
@@ -258,7 +283,9 @@ class GraphBuilder:
         shell.ir_version = IR_VERSION
         helper.set_model_props(shell, metadata)
         weights, self.initializers = self.initializers, []
-        return BuiltModel(shell, weights, self.int8_matmuls, self.float_matmuls)
+        return BuiltModel(
+            shell, weights, self.int8_matmuls, self.float_matmuls, quantized=self.int8_blocks
+        )
 
 
 @dataclass
@@ -276,6 +303,7 @@ class BuiltModel:
     weights: list[TensorProto]
     int8_matmuls: list[str] = field(default_factory=list)  # for the int8 quantizer in any graph
     float_matmuls: list[str] = field(default_factory=list)  # never quantized
+    quantized: bool = False  # its int8 products are written already (GraphBuilder.int8_blocks)
 
     @property
     def weight_bytes(self) -> int:
@@ -402,7 +430,7 @@ def export_model(
     beside it when `external` (None: when they would pass protobuf's limit)."""
     model = build(checkpoint, precision)
     large = model.weight_bytes > _SINGLE_FILE_LIMIT if external is None else external
-    if precision != "int8" and not model.int8_matmuls:
+    if (precision != "int8" or model.quantized) and not model.int8_matmuls:
         model.save(staging / filename, large)
         return
     nodes = None if precision == "int8" else model.int8_matmuls

@@ -25,7 +25,9 @@ class OnnxSlotScorer:
         path = folder / aligner_decoder_filename(precision)
         if not path.is_file():
             raise ModelError(f"{folder} has no aligner file {path.name}.", "Convert it again.")
-        self.session = open_session(path, precision, provider, threads)
+        # Pre-packed: its int8 products are 8-bit MatMulNBits blocks, 1.7x as fast packed (760
+        # rows: 3.0 s against 5.0 s).
+        self.session = open_session(path, precision, provider, threads, prepack=True)
         meta = self.session.get_modelmeta().custom_metadata_map
         try:
             self.hidden_size = int(meta["qwenscribe.hidden"])

@@ -38,7 +38,7 @@ class OnnxDecoder:
             raise ModelError(f"{folder} has no decoder file {self.path.name}.", "Convert it again.")
         # The CPU provider always: the int8 graph's products have no GPU kernels, and on a GPU
         # the GGUF decoder (llama.cpp, offloaded whole) is the one to use.
-        self.session = open_session(self.path, precision, _CPU, threads)
+        self.session = open_session(self.path, precision, _CPU, threads, prepack=True)
         meta = self.session.get_modelmeta().custom_metadata_map
         try:
             self.hidden_size = int(meta["qwenscribe.hidden"])

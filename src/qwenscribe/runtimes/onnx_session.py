@@ -25,11 +25,14 @@ def block_rows(rows: int, heads: int, width: int | None = None, budget: int | No
     return max(MIN_BLOCK_ROWS, min(rows, budget // per_row))
 
 
-def open_session(path: Path, precision: str, provider: str, threads: int) -> Any:
+def open_session(
+    path: Path, precision: str, provider: str, threads: int, prepack: bool | None = None
+) -> Any:
     """An `onnxruntime.InferenceSession` of `path`, or a ModelError that says what to do.
 
     One thread pool of `threads` (the graphs are a single chain: nothing to run side by side),
     and only ONNX Runtime's errors in the log: its warnings are not the user's business.
+    `prepack`: copy the weights into the kernels' layout at load; None: for int4 only (below).
     """
     import onnxruntime
 
@@ -37,13 +40,12 @@ def open_session(path: Path, precision: str, provider: str, threads: int) -> Any
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
-    # Pre-packing copies weights into the kernels' layout, which only int4's MatMulNBits needs
-    # (40 % slower without). Elsewhere it cost more than it gave, measured with 2 threads: the
-    # 0.6B int8 encoder 9 % faster but +0.17 s of loading per graph and ~240 MB more at the
-    # benchmark's peak; the int8 aligner decoder as fast either way in the pipeline (760 rows:
-    # 1.8 s) but its first load 2.7 s instead of 1.0 s (its memory-mapped weights are used in
-    # place when not packed); fp32 5 % faster for +370 MB.
-    if precision != "int4":
+    # Pre-packing copies weights into the kernels' layout, which MatMulNBits needs (int4 40 %
+    # slower without; the decoders' 8-bit blocks 1.7x): the decoders ask for it. Elsewhere it
+    # cost more than it gave, measured with 2 threads: the 0.6B int8 encoder 9 % faster but
+    # +0.17 s of loading per graph and ~240 MB more at the benchmark's peak; fp32 5 % faster for
+    # +370 MB.
+    if not (precision == "int4" if prepack is None else prepack):
         options.add_session_config_entry("session.disable_prepacking", "1")
     try:
         return onnxruntime.InferenceSession(str(path), options, providers=[provider])
