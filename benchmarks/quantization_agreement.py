@@ -226,7 +226,7 @@ def run_variant(
             fed = tokens[index] if is_reference else reference_tokens[index]
             if not fed:  # the reference stopped at once: nothing to force
                 fed = [0]
-            probe = probe_logits(runtime, request, fed)
+            probe = probe_logits(engine.runtime, request, fed)
             if is_reference:
                 reference_probes.append(probe)
                 if tokens[index]:

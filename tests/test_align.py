@@ -24,11 +24,12 @@ from qwenscribe.core.align import (
     aligner_checkpoint_files,
     aligner_input_ids,
     aligner_model_files,
-    default_aligner_quant,
     repair_timestamps,
     slot_times_ms,
     supports_language,
 )
+from qwenscribe.core.engine import ASREngineConfig
+from qwenscribe.core.models import default_decoder_quant
 from qwenscribe.errors import InputError, ModelError
 from qwenscribe.model.architecture import audio_token_count
 from qwenscribe.model.tokenizer import load_tokenizer
@@ -365,12 +366,15 @@ def test_model_files_refuse_a_recognizer(checkpoints, tmp_path) -> None:
 # -- the hybrid aligner ------------
 
 
-def test_the_aligner_decoder_default_follows_the_device() -> None:
+def test_the_decoder_default_follows_the_device() -> None:
     """ONNX Runtime's int8 decoder on a CPU; on a GPU the GGUF one, which llama.cpp offloads
-    whole (ONNX Runtime's GPU providers would run the int8 graph's quantization on the CPU)."""
-    assert default_aligner_quant("cpu") == "int8"
+    whole; the recognizer's and the aligner's alike."""
+    assert default_decoder_quant("cpu") == "int8"
     for device in ("cuda", "cuda:1", "directml", "coreml"):
-        assert default_aligner_quant(device) == "q8_0"
+        assert default_decoder_quant(device) == "q8_0"
+    assert ASREngineConfig().decoder_file_quant == "int8"
+    assert ASREngineConfig(device="cuda").decoder_file_quant == "q8_0"
+    assert ASREngineConfig(decoder_quant="q4_k").decoder_file_quant == "q4_k"
 
 
 @pytest.mark.parametrize(

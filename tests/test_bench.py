@@ -94,15 +94,15 @@ def test_the_full_plan_covers_every_variant_once() -> None:
     matrix = [run for run in runs if run.part == "matrix"]
     for size in ("0.6b", "1.7b"):
         labels = [run.label for run in matrix if run.size == size]
-        assert len(labels) == len(set(labels)) == 10
-        for quant in ("f16", "q8_0", "q4_k", "q4_0"):
-            assert f"hybrid int8 + {quant}" in labels
-        # The aligner's decoder on llama.cpp beside the default (ONNX Runtime).
+        assert len(labels) == len(set(labels)) == 11
+        for decoder in ("int8 ONNX", "f16", "q8_0", "q4_k", "q4_0"):
+            assert f"hybrid int8 + {decoder}" in labels
+        # The whole pipeline on llama.cpp beside the default (both decoders on ONNX Runtime).
         assert "hybrid int8 + q8_0, aligner q8_0" in labels
         for precision in ("fp32", "int8", "int4"):
-            assert f"hybrid {precision} + q8_0" in labels
+            assert f"hybrid {precision} + int8 ONNX" in labels
         assert {"transformers float32", "transformers bfloat16"} <= set(labels)
-        assert "hybrid int8 + q8_0, low memory" in labels
+        assert "hybrid int8 + int8 ONNX, low memory" in labels
     assert all(run.align for run in matrix)
     assert [run.audio_s for run in runs if run.part == "scaling"] == [60, 600, 3600]
     assert [run.parallel_sequences for run in runs if run.part == "parallel"] == [1, 2, 4, 8]

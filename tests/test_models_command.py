@@ -123,12 +123,10 @@ def test_wired_into_the_main_cli():
 
 def test_download_without_a_quantization_prepares_what_the_engine_uses(home, checkpoints):
     """No -q: the engine's default files on a CPU for the model's kind, so a later offline run
-    finds them: q8_0 GGUF for a recognizer, the int8 ONNX decoder for the aligner."""
-    from qwenscribe.core.align import default_aligner_quant
+    finds them: the int8 ONNX decoder for both the recognizer and the aligner."""
     from qwenscribe.core.engine import ASREngineConfig
 
-    recognizer, aligner = ASREngineConfig().decoder_quant, default_aligner_quant("cpu")
-    for kind, default in (("asr", recognizer), ("aligner", aligner)):
+    assert ASREngineConfig().decoder_file_quant == "int8"
+    for kind in ("asr", "aligner"):
         (folder,) = model_cache.download(str(checkpoints[(kind, "hf")]), ("fp32",))
-        assert read_manifest(folder)["options"]["decoder_quants"] == [default]
-    assert aligner == "int8"
+        assert read_manifest(folder)["options"]["decoder_quants"] == ["int8"]

@@ -497,8 +497,14 @@ def transcribe(
         int | None, typer.Option("--threads", "-t", help="CPU threads; default: all cores.")
     ] = None,
     decoder_quant: Annotated[
-        str, typer.Option("--decoder-quant", "-q", help="Decoder GGUF quantization (hybrid).")
-    ] = "q8_0",
+        str | None,
+        typer.Option(
+            "--decoder-quant",
+            "-q",
+            help="Decoder file (hybrid): int8, fp16, fp32, int4 (ONNX Runtime) or q8_0, f16, "
+            "q4_k, q4_0... (llama.cpp). Default: int8 on a CPU, q8_0 on a GPU.",
+        ),
+    ] = None,
     encoder_precision: Annotated[
         str, typer.Option("--encoder-precision", "-e", help="Encoder ONNX precision (hybrid).")
     ] = "int8",
@@ -629,13 +635,14 @@ def transcribe(
         table.add_row("model", model)
         table.add_row("runtime", f"{runtime} on {device}")
         if runtime == "hybrid":
-            table.add_row("precision", f"encoder {encoder_precision}, decoder {decoder_quant}")
+            decoder = config.decoder_file_quant
+            table.add_row("precision", f"encoder {encoder_precision}, decoder {decoder}")
         table.add_row("language", forced_language or "detect")
         timing = aligner_model
         if runtime == "hybrid":
-            from qwenscribe.core.align import default_aligner_quant
+            from qwenscribe.core.models import default_decoder_quant
 
-            timing += f" (decoder {default_aligner_quant(device)})"
+            timing += f" (decoder {default_decoder_quant(device)})"
         if low_memory:
             timing += ", after recognition (low memory)"
         table.add_row("word timing", timing if align else "off")

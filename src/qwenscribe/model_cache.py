@@ -24,10 +24,9 @@ _DESCRIPTIONS = {
     "1.7b": "speech recognizer, 1.7B parameters (more accurate, slower)",
     "aligner": "forced aligner for word timing, 0.6B parameters",
 }
-# What the engine uses by default (ASREngineConfig): the encoders' precision and the
-# recognizer's decoder file (the aligner's: core.align.default_aligner_quant).
+# What the engine uses by default (ASREngineConfig): the encoders' precision (the decoders':
+# core.models.default_decoder_quant).
 DEFAULT_PRECISION = "int8"
-DEFAULT_QUANT = "q8_0"
 
 
 @dataclass(frozen=True)
@@ -137,11 +136,10 @@ def download(
     """Resolve `model` (downloading a hub id if needed) and convert it into the cache for each
     (precision, quantization) asked for (none: the engine's default for the model's kind); the
     converted folders."""
-    from qwenscribe.core.align import default_aligner_quant
-    from qwenscribe.core.models import hybrid_model_files
+    from qwenscribe.core.models import default_decoder_quant, hybrid_model_files
 
     resolved = resolve_model(model)
-    default = DEFAULT_QUANT if resolved.kind == "asr" else default_aligner_quant("cpu")
+    default = default_decoder_quant("cpu")
     folders = []
     for precision in dict.fromkeys(encoder_precisions or (DEFAULT_PRECISION,)):
         for quant in dict.fromkeys(decoder_quants or (default,)):

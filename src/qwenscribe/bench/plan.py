@@ -12,9 +12,12 @@ Part = Literal["matrix", "scaling", "parallel"]
 TOKENS_PER_SECOND = 4.0
 CHUNK_S = 30.0  # the engine's default chunk length: the same chunk plan for everyone
 
-DECODER_QUANTS = ("f16", "q8_0", "q4_k", "q4_0")
+# The recognizer's decoder: int8 on ONNX Runtime (the default on a CPU), GGUF files on llama.cpp.
+DECODER_QUANTS = ("int8", "f16", "q8_0", "q4_k", "q4_0")
 ENCODER_PRECISIONS = ("fp32", "int8", "int4")
-DEFAULT_QUANT, DEFAULT_PRECISION = "q8_0", "int8"
+DEFAULT_QUANT, DEFAULT_PRECISION = "int8", "int8"
+ONNX_DECODERS = ("fp32", "fp16", "int8", "int4")  # the ONNX precisions; the rest are GGUF files
+GGUF_DEFAULT_QUANT = "q8_0"  # llama.cpp's file in the rows that compare both engines
 # The aligner's decoder: int8 on ONNX Runtime (the default), q8_0 on llama.cpp beside it.
 ALIGNER_QUANTS = ("int8", "q8_0")
 DEFAULT_ALIGNER_QUANT = "int8"
@@ -43,7 +46,10 @@ class RunConfig:
     @property
     def label(self) -> str:
         if self.runtime == "hybrid":
-            name = f"hybrid {self.encoder_precision} + {self.decoder_quant}"
+            decoder = self.decoder_quant
+            if decoder in ONNX_DECODERS:
+                decoder += " ONNX"
+            name = f"hybrid {self.encoder_precision} + {decoder}"
             if self.align and self.aligner_quant not in (None, DEFAULT_ALIGNER_QUANT):
                 name += f", aligner {self.aligner_quant}"
         else:
@@ -83,7 +89,7 @@ QUICK = PlanOptions(
     parallel=(1, 2),
     parallel_audio_s=20.0,
     chunk_s=5.0,  # several chunks even in seconds of audio, so parallel sequences mean something
-    decoder_quants=("f16", "q8_0"),
+    decoder_quants=("int8", "q8_0"),
     encoder_precisions=("fp32", "int8"),
 )
 
@@ -91,9 +97,9 @@ QUICK = PlanOptions(
 def plan_runs(options: PlanOptions) -> list[RunConfig]:
     """The configurations, in the order they run: per size the matrix (each decoder
     quantization with the default encoder, each encoder precision with the default decoder,
-    each other aligner decoder with the defaults, the low-memory mode, the transformers runtime
-    at fp32 and bf16), then scaling and parallel sequences (the
-    default hybrid files, first size only, recognition alone so the growth is the decoder's)."""
+    each other aligner decoder with llama.cpp's recognizer, the low-memory mode, the
+    transformers runtime at fp32 and bf16), then scaling and parallel sequences (the default
+    hybrid files, first size only, recognition alone so the growth is the decoder's)."""
     runs: list[RunConfig] = []
     base = dict(threads=options.threads, chunk_s=options.chunk_s)
     for size in options.sizes:
@@ -117,9 +123,13 @@ def plan_runs(options: PlanOptions) -> list[RunConfig]:
         for precision in options.encoder_precisions:
             if (precision, DEFAULT_QUANT) not in seen:
                 runs.append(replace(hybrid, encoder_precision=precision))
+        # Every other aligner decoder with llama.cpp's recognizer: the whole pipeline on llama.cpp
+        # (the default before ONNX decoders) beside the default.
         for aligner_quant in options.aligner_quants:
             if aligner_quant != DEFAULT_ALIGNER_QUANT:
-                runs.append(replace(hybrid, aligner_quant=aligner_quant))
+                runs.append(
+                    replace(hybrid, decoder_quant=GGUF_DEFAULT_QUANT, aligner_quant=aligner_quant)
+                )
         runs.append(replace(hybrid, low_memory=True))
         if options.transformers:
             for dtype in ("float32", "bfloat16"):

@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 from qwenscribe.bench.audio import RATE, passage, speech
-from qwenscribe.bench.plan import DEFAULT_ALIGNER_QUANT, RunConfig
+from qwenscribe.bench.plan import DEFAULT_ALIGNER_QUANT, DEFAULT_QUANT, RunConfig
+from qwenscribe.convert.onnx_decoder import recognizer_decoder_files
 from qwenscribe.core.resources import current_rss_mb, peak_rss_mb, reset_peak_rss
 
 PROBE_S = 10.0  # audio for the one-sequence generation probe: one chunk, one sequence
@@ -35,7 +36,7 @@ def _engine_config(config: RunConfig, files: dict):
         model=files["asr_converted"] if hybrid else files["asr_checkpoint"],
         runtime=config.runtime,
         threads=config.threads,
-        decoder_quant=config.decoder_quant or "q8_0",
+        decoder_quant=config.decoder_quant or DEFAULT_QUANT,
         encoder_precision=config.encoder_precision or "int8",
         dtype=config.dtype or "float32",
         flash_attention=config.flash_attention,
@@ -137,7 +138,12 @@ def measure(config: RunConfig, files: dict, audio: Path | None = None) -> dict:
         aligner.close()
 
     total_s = recognition_wall_s + swap_s + align_s
-    decoder_file = Path(files["asr_converted"]) / f"decoder.{config.decoder_quant}.gguf"
+    folder = Path(files["asr_converted"])
+    decoder_bytes = (
+        sum((folder / name).stat().st_size for name in recognizer_decoder_files(quant))
+        if (quant := config.decoder_quant)
+        else None
+    )
     return {
         "config": config.to_dict(),
         "load_s": engine.load_s,
@@ -160,7 +166,7 @@ def measure(config: RunConfig, files: dict, audio: Path | None = None) -> dict:
         "prefill_tokens_per_s": stats.prefill_tokens_per_s,
         "generation_tokens_per_s": stats.generation_tokens_per_s,
         "one_sequence_generation": probe,
-        "decoder_file_bytes": decoder_file.stat().st_size if hybrid else None,
+        "decoder_file_bytes": decoder_bytes if hybrid else None,
         "recognition_s": recognition_wall_s,
         "total_s": total_s,
         "real_time_factor": total_s / stats.audio_s,

@@ -31,7 +31,12 @@ from tokenizers import Tokenizer
 
 from qwenscribe.audio.decode import SAMPLE_RATE
 from qwenscribe.audio.mel import log_mel_spectrogram
-from qwenscribe.core.models import ModelFiles, checkpoint_files, hybrid_model_files
+from qwenscribe.core.models import (
+    ModelFiles,
+    checkpoint_files,
+    default_decoder_quant,
+    hybrid_model_files,
+)
 from qwenscribe.core.transcript import Word
 from qwenscribe.core.words import attach_punctuation, split_words
 from qwenscribe.errors import InputError, ModelError
@@ -302,7 +307,7 @@ class AlignerConfig:
     device: str = "cpu"
     threads: int | None = None
     # hybrid runtime. quant: the decoder's file, an ONNX precision (ONNX Runtime) or a GGUF
-    # quantization (llama.cpp); None: `default_aligner_quant(device)`.
+    # quantization (llama.cpp); None: `core.models.default_decoder_quant(device)`.
     quant: str | None = None
     encoder_precision: str = "int8"
     flash_attention: bool | None = None
@@ -310,14 +315,6 @@ class AlignerConfig:
     # transformers runtime
     dtype: str = "float32"
     attn_implementation: str | None = None
-
-
-def default_aligner_quant(device: str) -> str:
-    """The aligner decoder's file by default: int8 ONNX on a CPU, where ONNX Runtime's int8
-    products prefill 2.5x as fast as llama.cpp's q8_0; q8_0 GGUF on a GPU, where llama.cpp
-    offloads every layer (ONNX Runtime's GPU providers lack kernels for the int8 graph's
-    dynamic quantization and would run those nodes on the CPU)."""
-    return "int8" if device.split(":", 1)[0].lower() == "cpu" else "q8_0"
 
 
 def aligner_model_files(
@@ -336,7 +333,7 @@ def _load_runtime(config: AlignerConfig) -> tuple[AlignerRuntime, Path]:
     if config.runtime == "hybrid":
         from qwenscribe.runtimes.aligner_hybrid import HybridAligner, HybridAlignerSettings
 
-        quant = config.quant or default_aligner_quant(config.device)
+        quant = config.quant or default_decoder_quant(config.device)
         files = aligner_model_files(config.model, config.encoder_precision, quant)
         settings = HybridAlignerSettings(
             folder=files.folder,

@@ -31,7 +31,7 @@ from qwenscribe.audio.mel import log_mel_spectrogram
 from qwenscribe.audio.vad import SileroVAD, VADOptions
 from qwenscribe.core.align import MAX_ALIGNED_S, AlignerConfig, ForcedAligner, supports_language
 from qwenscribe.core.chunking import Chunk, plan_chunks
-from qwenscribe.core.models import checkpoint_files, hybrid_model_files
+from qwenscribe.core.models import checkpoint_files, default_decoder_quant, hybrid_model_files
 from qwenscribe.core.repetition import repeating_tail
 from qwenscribe.core.resources import peak_rss_mb
 from qwenscribe.core.transcript import ChunkRecord, Segment, Stats, Transcript, Word, main_language
@@ -62,8 +62,10 @@ class ASREngineConfig:
     runtime: RuntimeName = "hybrid"
     device: str = "cpu"  # hybrid: cpu/cuda/directml/coreml; transformers: cpu/cuda[:n]/mps
     threads: int | None = None  # None: every core
-    # hybrid runtime
-    decoder_quant: str = "q8_0"
+    # hybrid runtime. decoder_quant: the decoder's file, an ONNX precision (int8, fp32...: ONNX
+    # Runtime) or a GGUF quantization (q8_0, f16...: llama.cpp); None: int8 on a CPU, q8_0 on a
+    # GPU (core.models.default_decoder_quant).
+    decoder_quant: str | None = None
     encoder_precision: str = "int8"
     flash_attention: bool | None = None  # llama.cpp; None lets it decide
     exact_kv_cache: bool = False  # f32 keys/values in llama.cpp (parity tests; slower)
@@ -83,8 +85,7 @@ class ASREngineConfig:
     # call, and segments arrive (with their words) only after the whole call is recognized.
     low_memory: bool = False
     aligner_model: str = "aligner"
-    # The aligner decoder's file: ONNX (int8, fp32...) or GGUF (q8_0, f32...); None: int8 on a
-    # CPU, q8_0 on a GPU (core.align.default_aligner_quant).
+    # The aligner decoder's file, as decoder_quant; None: the same default.
     aligner_quant: str | None = None
     aligner_encoder_precision: str = "int8"
     # decoding
@@ -117,6 +118,11 @@ class ASREngineConfig:
                 f"aligner's reach), not {self.max_chunk_s:g} s.",
                 "Lower max_chunk_s.",
             )
+
+    @property
+    def decoder_file_quant(self) -> str:
+        """The decoder file the hybrid runtime opens: decoder_quant, or the device's default."""
+        return self.decoder_quant or default_decoder_quant(self.device)
 
     def aligner_config(self) -> AlignerConfig:
         return AlignerConfig(
@@ -271,11 +277,12 @@ class QwenASREngine:
         if config.runtime == "hybrid":
             from qwenscribe.runtimes.hybrid import HybridRuntime, HybridSettings
 
-            files = hybrid_model_files(config.model, config.encoder_precision, config.decoder_quant)
+            quant = config.decoder_file_quant
+            files = hybrid_model_files(config.model, config.encoder_precision, quant)
             runtime: Runtime = HybridRuntime(
                 HybridSettings(
                     folder=files.folder,
-                    decoder_quant=config.decoder_quant,
+                    decoder_quant=quant,
                     encoder_precision=config.encoder_precision,
                     device=config.device,
                     threads=config.threads,
@@ -706,7 +713,7 @@ class QwenASREngine:
         config = self.config
         return {
             "runtime": self.runtime.name if self.runtime is not None else config.runtime,
-            "decoder_quant": config.decoder_quant if config.runtime == "hybrid" else None,
+            "decoder_quant": config.decoder_file_quant if config.runtime == "hybrid" else None,
             "encoder_precision": config.encoder_precision if config.runtime == "hybrid" else None,
             "dtype": config.dtype if config.runtime == "transformers" else None,
             "vad": config.vad,

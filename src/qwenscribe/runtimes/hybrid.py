@@ -52,7 +52,7 @@ from qwenscribe.runtimes.onnx_encoder import OnnxAudioEncoder
 @dataclass(frozen=True)
 class HybridSettings:
     folder: Path  # a converted folder (qwenscribe convert)
-    decoder_quant: str = "q8_0"  # a GGUF quantization (llama.cpp) or an ONNX precision
+    decoder_quant: str = "int8"  # an ONNX precision (ONNX Runtime) or a GGUF quantization
     encoder_precision: str = "fp32"
     device: str = "cpu"
     threads: int | None = None
