@@ -32,7 +32,9 @@ FORMAT_VERSION = 1
 # (FORMAT_VERSION is what it can read): an older conversion is then written again on next use,
 # so a user gets the better files without asking. 2: the int8 and int4 encoders' front ends
 # compute their wide convolutions as int8 products (2-2.4x as fast as float convolutions).
-CONVERTER_REVISION = 2
+# 3: the decoders' int8 ONNX graphs hold 8-bit blocks (MatMulNBits) instead of products the
+# dynamic quantizer made (one activation scale per call, which outliers ruin).
+CONVERTER_REVISION = 3
 # Files copied from the checkpoint when present: the tokenizer and the audio front-end settings.
 _COPIED = (
     "vocab.json",
