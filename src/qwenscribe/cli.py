@@ -640,9 +640,9 @@ def transcribe(
         table.add_row("language", forced_language or "detect")
         timing = aligner_model
         if runtime == "hybrid":
-            from qwenscribe.core.models import default_decoder_quant
+            from qwenscribe.core.align import DEFAULT_ALIGNER_QUANT
 
-            timing += f" (decoder {default_decoder_quant(device)})"
+            timing += f" (decoder {DEFAULT_ALIGNER_QUANT})"
         if low_memory:
             timing += ", after recognition (low memory)"
         table.add_row("word timing", timing if align else "off")
