@@ -366,29 +366,28 @@ def test_model_files_refuse_a_recognizer(checkpoints, tmp_path) -> None:
 # -- the hybrid aligner ------------
 
 
-def test_the_decoder_defaults() -> None:
-    """The recognizer: ONNX Runtime's int8 decoder on a CPU, on a GPU the GGUF one, which
-    llama.cpp offloads whole. The aligner: llama.cpp's q8_0 everywhere."""
+def test_the_decoder_default_follows_the_device() -> None:
+    """ONNX Runtime's int8 decoder on a CPU; on a GPU the GGUF one, which llama.cpp offloads
+    whole; the recognizer's and the aligner's alike."""
     assert default_decoder_quant("cpu") == "int8"
     for device in ("cuda", "cuda:1", "directml", "coreml"):
         assert default_decoder_quant(device) == "q8_0"
     assert ASREngineConfig().decoder_file_quant == "int8"
     assert ASREngineConfig(device="cuda").decoder_file_quant == "q8_0"
     assert ASREngineConfig(decoder_quant="q4_k").decoder_file_quant == "q4_k"
-    assert ASREngineConfig().aligner_config().quant == "q8_0"
 
 
 @pytest.mark.parametrize(
     ("quant", "scorer"),
-    [(None, LlamaSlotScorer), ("int8", OnnxSlotScorer)],
-    ids=["default", "onnx"],
+    [(None, OnnxSlotScorer), ("q8_0", LlamaSlotScorer)],
+    ids=["default", "gguf"],
 )
 def test_hybrid_aligner_end_to_end(
     quant, scorer, checkpoints, tmp_path, monkeypatch, data_dir
 ) -> None:
-    """The defaults (int8 encoder, q8_0 GGUF decoder with llama.cpp's default context), and the
-    int8 ONNX decoder: the checkpoint is converted into the cache, and a clip's words come back
-    timed, in order, punctuated."""
+    """The defaults (int8 encoder, int8 ONNX decoder), and the q8_0 GGUF decoder with
+    llama.cpp's default context: the checkpoint is converted into the cache, and a clip's words
+    come back timed, in order, punctuated."""
     monkeypatch.setenv("QWENSCRIBE_HOME", str(tmp_path))
     samples = decode_audio(data_dir / "en_speech.wav")
     text = "The quick brown fox jumps over the lazy dog. Subtitles should never cut a word in half."
@@ -396,7 +395,7 @@ def test_hybrid_aligner_end_to_end(
     if quant is not None:
         config = replace(config, quant=quant)
     with ForcedAligner.load(config) as aligner:
-        assert aligner.runtime.settings.quant == (quant or "q8_0")
+        assert aligner.runtime.settings.quant == (quant or "int8")
         assert aligner.runtime.settings.encoder_precision == "int8"
         assert isinstance(aligner.runtime.scorer, scorer)
         words = aligner.align(samples, text, "en", offset_s=2.0)

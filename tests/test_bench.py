@@ -97,9 +97,8 @@ def test_the_full_plan_covers_every_variant_once() -> None:
         assert len(labels) == len(set(labels)) == 11
         for decoder in ("int8 ONNX", "f16", "q8_0", "q4_k", "q4_0"):
             assert f"hybrid int8 + {decoder}" in labels
-        # The whole pipeline on llama.cpp (the q8_0 row) and the aligner on ONNX Runtime beside
-        # the default (the recognizer's decoder on ONNX Runtime, the aligner's on llama.cpp).
-        assert "hybrid int8 + int8 ONNX, aligner int8" in labels
+        # The whole pipeline on llama.cpp beside the default (both decoders on ONNX Runtime).
+        assert "hybrid int8 + q8_0, aligner q8_0" in labels
         for precision in ("fp32", "int8", "int4"):
             assert f"hybrid {precision} + int8 ONNX" in labels
         assert {"transformers float32", "transformers bfloat16"} <= set(labels)

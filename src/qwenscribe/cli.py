@@ -640,9 +640,9 @@ def transcribe(
         table.add_row("language", forced_language or "detect")
         timing = aligner_model
         if runtime == "hybrid":
-            from qwenscribe.core.align import DEFAULT_ALIGNER_QUANT
+            from qwenscribe.core.models import default_decoder_quant
 
-            timing += f" (decoder {DEFAULT_ALIGNER_QUANT})"
+            timing += f" (decoder {default_decoder_quant(device)})"
         if low_memory:
             timing += ", after recognition (low memory)"
         table.add_row("word timing", timing if align else "off")

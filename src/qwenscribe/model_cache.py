@@ -25,7 +25,7 @@ _DESCRIPTIONS = {
     "aligner": "forced aligner for word timing, 0.6B parameters",
 }
 # What the engine uses by default (ASREngineConfig): the encoders' precision (the decoders':
-# core.models.default_decoder_quant, core.align.DEFAULT_ALIGNER_QUANT).
+# core.models.default_decoder_quant).
 DEFAULT_PRECISION = "int8"
 
 
@@ -136,11 +136,10 @@ def download(
     """Resolve `model` (downloading a hub id if needed) and convert it into the cache for each
     (precision, quantization) asked for (none: the engine's default for the model's kind); the
     converted folders."""
-    from qwenscribe.core.align import DEFAULT_ALIGNER_QUANT
     from qwenscribe.core.models import default_decoder_quant, hybrid_model_files
 
     resolved = resolve_model(model)
-    default = default_decoder_quant("cpu") if resolved.kind == "asr" else DEFAULT_ALIGNER_QUANT
+    default = default_decoder_quant("cpu")
     folders = []
     for precision in dict.fromkeys(encoder_precisions or (DEFAULT_PRECISION,)):
         for quant in dict.fromkeys(decoder_quants or (default,)):

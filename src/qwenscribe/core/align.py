@@ -34,6 +34,7 @@ from qwenscribe.audio.mel import log_mel_spectrogram
 from qwenscribe.core.models import (
     ModelFiles,
     checkpoint_files,
+    default_decoder_quant,
     hybrid_model_files,
 )
 from qwenscribe.core.transcript import Word
@@ -297,12 +298,6 @@ class ForcedAligner:
 # -- model files and runtimes ------------
 
 
-# The aligner's decoder file by default, on any device: llama.cpp's q8_0. Its int8 ONNX decoder
-# (ONNX Runtime) aligned a minute of the 0.6B benchmark in 9.6 s against 10.4 s, but loads in
-# 2.2 s instead of 0.6 s and holds more memory (see `core.models.default_decoder_quant`).
-DEFAULT_ALIGNER_QUANT = "q8_0"
-
-
 @dataclass(frozen=True)
 class AlignerConfig:
     """How to run the aligner. Defaults suit a CPU (like the engine's)."""
@@ -312,8 +307,8 @@ class AlignerConfig:
     device: str = "cpu"
     threads: int | None = None
     # hybrid runtime. quant: the decoder's file, an ONNX precision (ONNX Runtime) or a GGUF
-    # quantization (llama.cpp); see DEFAULT_ALIGNER_QUANT.
-    quant: str = DEFAULT_ALIGNER_QUANT
+    # quantization (llama.cpp); None: `core.models.default_decoder_quant(device)`.
+    quant: str | None = None
     encoder_precision: str = "int8"
     flash_attention: bool | None = None
     exact_kv_cache: bool = False  # f32 keys/values in llama.cpp (parity tests; slower)
@@ -338,7 +333,7 @@ def _load_runtime(config: AlignerConfig) -> tuple[AlignerRuntime, Path]:
     if config.runtime == "hybrid":
         from qwenscribe.runtimes.aligner_hybrid import HybridAligner, HybridAlignerSettings
 
-        quant = config.quant
+        quant = config.quant or default_decoder_quant(config.device)
         files = aligner_model_files(config.model, config.encoder_precision, quant)
         settings = HybridAlignerSettings(
             folder=files.folder,

@@ -29,13 +29,7 @@ from tokenizers import Tokenizer
 from qwenscribe.audio.decode import SAMPLE_RATE, decode_audio
 from qwenscribe.audio.mel import log_mel_spectrogram
 from qwenscribe.audio.vad import SileroVAD, VADOptions
-from qwenscribe.core.align import (
-    DEFAULT_ALIGNER_QUANT,
-    MAX_ALIGNED_S,
-    AlignerConfig,
-    ForcedAligner,
-    supports_language,
-)
+from qwenscribe.core.align import MAX_ALIGNED_S, AlignerConfig, ForcedAligner, supports_language
 from qwenscribe.core.chunking import Chunk, plan_chunks
 from qwenscribe.core.models import checkpoint_files, default_decoder_quant, hybrid_model_files
 from qwenscribe.core.repetition import repeating_tail
@@ -91,8 +85,8 @@ class ASREngineConfig:
     # call, and segments arrive (with their words) only after the whole call is recognized.
     low_memory: bool = False
     aligner_model: str = "aligner"
-    # The aligner decoder's file, an ONNX precision or a GGUF quantization as decoder_quant.
-    aligner_quant: str = DEFAULT_ALIGNER_QUANT
+    # The aligner decoder's file, as decoder_quant; None: the same default.
+    aligner_quant: str | None = None
     aligner_encoder_precision: str = "int8"
     # decoding
     parallel_sequences: int = 4

@@ -50,15 +50,13 @@ class ModelFiles:
 
 
 def default_decoder_quant(device: str) -> str:
-    """The recognizer's decoder file by default: int8 ONNX on a CPU, where ONNX Runtime's 8-bit
-    blocks prefill faster than llama.cpp's q8_0 and step several sequences for little more than
-    one (60 s on the 0.6B, in one benchmark run: prefill 3.5 against 4.4 s, generation 4.1
-    against 7.4 s); q8_0 GGUF on a GPU, where llama.cpp offloads every layer (the ONNX decoder
-    runs on the CPU).
-
-    The aligner keeps q8_0 (`core.align.DEFAULT_ALIGNER_QUANT`): it only prefills, where the
-    8-bit blocks gain little (alignment 9.6 against 10.4 s in the same run) for 1.6 s more
-    loading (pre-packing) and more memory."""
+    """A decoder's file by default (the recognizer's and the aligner's): int8 ONNX on a CPU,
+    where ONNX Runtime's 8-bit blocks prefill faster than llama.cpp's q8_0 and step several
+    sequences for little more than one (60 s on the 0.6B, benchmark: recognizer prefill 3.5
+    against 4.4-4.8 s, generation 3.9-4.1 against 7.2-7.4 s; alignment 8.3-9.6 against
+    10.4-12.0 s), for ~1.5 s more loading per decoder (pre-packing its weights) once per
+    process; q8_0 GGUF on a GPU, where llama.cpp offloads every layer (the recognizer's ONNX
+    decoder runs on the CPU)."""
     return "int8" if device.split(":", 1)[0].lower() == "cpu" else "q8_0"
 
 
