@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 import pytest
 
+from onnx_graphs import op_counts, product_bits
 from qwenscribe.convert.checkpoint import Checkpoint
 from qwenscribe.convert.onnx_aligner import (
     aligner_decoder_filename,
@@ -139,25 +140,6 @@ def test_quantized_decoders_stay_close(decoders, rows, reference, precision) -> 
     worst_error, least_agreement = QUANTIZED_BOUNDS[precision]
     assert relative < worst_error
     assert agree >= least_agreement
-
-
-def product_bits(path: Path) -> set[int]:
-    """The `bits` of every MatMulNBits in the graph."""
-    graph = onnx.load(path, load_external_data=False).graph
-    return {
-        attribute.i
-        for node in graph.node
-        if node.op_type == "MatMulNBits"
-        for attribute in node.attribute
-        if attribute.name == "bits"
-    }
-
-
-def op_counts(path: Path) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for node in onnx.load(path, load_external_data=False).graph.node:
-        counts[node.op_type] = counts.get(node.op_type, 0) + 1
-    return counts
 
 
 @pytest.mark.parametrize(

@@ -14,9 +14,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
-import onnx
 import pytest
 
+from onnx_graphs import op_counts, product_bits
 from qwenscribe.convert.checkpoint import Checkpoint
 from qwenscribe.convert.gguf_decoder import TOKEN_EMBEDDINGS_FILE
 from qwenscribe.convert.onnx_decoder import (
@@ -200,25 +200,6 @@ def test_the_token_table_is_the_checkpoints_embeddings(decoders, table) -> None:
     ordinary = np.abs(table) >= np.finfo(np.float16).tiny
     np.testing.assert_array_equal(stored[ordinary], table[ordinary])
     np.testing.assert_allclose(stored, table, rtol=0, atol=3e-8)
-
-
-def product_bits(path: Path) -> set[int]:
-    """The `bits` of every MatMulNBits in the graph."""
-    graph = onnx.load(path, load_external_data=False).graph
-    return {
-        attribute.i
-        for node in graph.node
-        if node.op_type == "MatMulNBits"
-        for attribute in node.attribute
-        if attribute.name == "bits"
-    }
-
-
-def op_counts(path: Path) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for node in onnx.load(path, load_external_data=False).graph.node:
-        counts[node.op_type] = counts.get(node.op_type, 0) + 1
-    return counts
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ import numpy as np
 
 from qwenscribe.convert.onnx_aligner import aligner_decoder_filename
 from qwenscribe.errors import ModelError
-from qwenscribe.runtimes.onnx_session import block_rows, open_session
+from qwenscribe.runtimes.onnx_session import block_rows, graph_facts, open_session
 
 
 class OnnxSlotScorer:
@@ -28,19 +28,10 @@ class OnnxSlotScorer:
         # Pre-packed: its int8 products are 8-bit MatMulNBits blocks, 1.7x as fast packed (760
         # rows: 3.0 s against 5.0 s).
         self.session = open_session(path, precision, provider, threads, prepack=True)
-        meta = self.session.get_modelmeta().custom_metadata_map
-        try:
-            self.hidden_size = int(meta["qwenscribe.hidden"])
-            self.layers = int(meta["qwenscribe.layers"])
-            self.heads = int(meta["qwenscribe.heads"])
-            self.kv_heads = int(meta["qwenscribe.kv_heads"])
-            self.head_dim = int(meta["qwenscribe.head_dim"])
-            self.classes = int(meta["qwenscribe.classes"])
-        except (KeyError, ValueError) as error:
-            raise ModelError(
-                f"{path} is not an aligner decoder written by qwenscribe ({error}).",
-                "Convert the forced aligner again.",
-            ) from error
+        names = ("hidden", "layers", "heads", "kv_heads", "head_dim", "classes")
+        facts = graph_facts(self.session, path, names, "an aligner decoder")
+        self.hidden_size, self.layers, self.heads, self.kv_heads, self.head_dim = facts[:5]
+        self.classes = facts[5]
         self._outputs = [output.name for output in self.session.get_outputs()]
 
     def _empty_cache(self) -> dict[str, np.ndarray]:

@@ -24,7 +24,7 @@ from qwenscribe.convert.onnx_decoder import onnx_decoder_filename
 from qwenscribe.errors import ModelError
 from qwenscribe.model.tokens import AUDIO_PAD_ID
 from qwenscribe.runtimes.base import DecodeRequest
-from qwenscribe.runtimes.onnx_session import block_rows, open_session
+from qwenscribe.runtimes.onnx_session import block_rows, graph_facts, open_session
 
 _CPU = "CPUExecutionProvider"
 
@@ -39,19 +39,10 @@ class OnnxDecoder:
         # The CPU provider always: the int8 graph's products have no GPU kernels, and on a GPU
         # the GGUF decoder (llama.cpp, offloaded whole) is the one to use.
         self.session = open_session(self.path, precision, _CPU, threads, prepack=True)
-        meta = self.session.get_modelmeta().custom_metadata_map
-        try:
-            self.hidden_size = int(meta["qwenscribe.hidden"])
-            self.layers = int(meta["qwenscribe.layers"])
-            self.heads = int(meta["qwenscribe.heads"])
-            self.kv_heads = int(meta["qwenscribe.kv_heads"])
-            self.head_dim = int(meta["qwenscribe.head_dim"])
-            self.vocab = int(meta["qwenscribe.vocab"])
-        except (KeyError, ValueError) as error:
-            raise ModelError(
-                f"{self.path} is not a decoder written by qwenscribe ({error}).",
-                "Convert the model again.",
-            ) from error
+        names = ("hidden", "layers", "heads", "kv_heads", "head_dim", "vocab")
+        facts = graph_facts(self.session, self.path, names, "a decoder")
+        self.hidden_size, self.layers, self.heads, self.kv_heads, self.head_dim = facts[:5]
+        self.vocab = facts[5]
         table = folder / TOKEN_EMBEDDINGS_FILE
         try:
             # Memory-mapped: only the rows of the tokens used are ever read.

@@ -25,6 +25,18 @@ def block_rows(rows: int, heads: int, width: int | None = None, budget: int | No
     return max(MIN_BLOCK_ROWS, min(rows, budget // per_row))
 
 
+def graph_facts(session: Any, path: Path, names: tuple[str, ...], what: str) -> list[int]:
+    """The integers `qwenscribe.<name>` a graph's writer stored in its metadata, in order, or a
+    ModelError saying the file is not `what` ("an aligner decoder") written by qwenscribe."""
+    meta = session.get_modelmeta().custom_metadata_map
+    try:
+        return [int(meta[f"qwenscribe.{name}"]) for name in names]
+    except (KeyError, ValueError) as error:
+        raise ModelError(
+            f"{path} is not {what} written by qwenscribe ({error}).", "Convert the model again."
+        ) from error
+
+
 def open_session(
     path: Path, precision: str, provider: str, threads: int, prepack: bool | None = None
 ) -> Any:
