@@ -331,3 +331,29 @@ def test_the_benchmark_refuses_to_start_without_the_disk_it_needs(monkeypatch, t
     assert "16 GB" in caught.value.message  # 1.7B 13.1 + aligner 2.9
     assert "--work-dir" in caught.value.hint
     assert list(tmp_path.iterdir()) == []
+
+
+def test_report_paths_keep_the_dots_of_a_name() -> None:
+    from pathlib import Path
+
+    from qwenscribe.cli_bench import report_paths
+
+    assert report_paths(Path("r/speed_0.6b")) == (
+        Path("r/speed_0.6b.json"),
+        Path("r/speed_0.6b.md"),
+    )
+    assert report_paths(Path("r/speed.json")) == (Path("r/speed.json"), Path("r/speed.md"))
+    assert report_paths(Path("speed")) == (Path("speed.json"), Path("speed.md"))
+
+
+def test_bench_help_names_the_plans_defaults() -> None:
+    """The command cannot import the plan at start-up, so its help repeats the defaults."""
+    from typer.testing import CliRunner
+
+    from qwenscribe.bench.plan import ALIGNER_QUANTS, DECODER_QUANTS, ENCODER_PRECISIONS
+    from qwenscribe.cli import app
+
+    result = CliRunner().invoke(app, ["bench", "--help"], env={"COLUMNS": "300"})
+    text = "".join(result.output.split())
+    for defaults in (DECODER_QUANTS, ENCODER_PRECISIONS, ALIGNER_QUANTS):
+        assert f"(default:{','.join(defaults)})" in text

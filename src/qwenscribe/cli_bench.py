@@ -23,6 +23,14 @@ def _names(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
+def report_paths(out: Path) -> tuple[Path, Path]:
+    """OUT.json and OUT.md: `out` as given, a .json or .md ending dropped first (a name with
+    other dots, like speed_0.6b, keeps them)."""
+    if out.suffix in (".json", ".md"):
+        out = out.with_suffix("")
+    return out.with_name(f"{out.name}.json"), out.with_name(f"{out.name}.md")
+
+
 def register(app: typer.Typer, friendly_errors: Callable) -> None:
     @app.command()
     @friendly_errors
@@ -37,11 +45,18 @@ def register(app: typer.Typer, friendly_errors: Callable) -> None:
             str, typer.Option(help="Audio lengths for scaling, seconds.")
         ] = "60,600,3600",
         parallel: Annotated[str, typer.Option(help="Parallel sequences to try.")] = "1,2,4,8",
-        quants: Annotated[str, typer.Option(help="Decoder quantizations.")] = "f16,q8_0,q4_k,q4_0",
-        precisions: Annotated[str, typer.Option(help="Encoder precisions.")] = "fp32,int8,int4",
+        # Defaults for these three: the plan's (qwenscribe.bench.plan), not imported here because
+        # it pulls in onnx, which every other command would then load at start-up.
+        quants: Annotated[
+            str | None,
+            typer.Option(help="Recognizer decoders (default: int8,f16,q8_0,q4_k,q4_0)."),
+        ] = None,
+        precisions: Annotated[
+            str | None, typer.Option(help="Encoder precisions (default: fp32,int8,int4).")
+        ] = None,
         aligner_quants: Annotated[
-            str, typer.Option(help="Aligner decoders: ONNX (int8, the default) and GGUF (q8_0).")
-        ] = "int8,q8_0",
+            str | None, typer.Option(help="Aligner decoders (default: int8,q8_0).")
+        ] = None,
         transformers: Annotated[
             bool, typer.Option(help="Include the transformers runtime.")
         ] = True,
@@ -76,12 +91,16 @@ def register(app: typer.Typer, friendly_errors: Callable) -> None:
         from qwenscribe.paths import bench_dir
 
         chosen_parts = _names(parts)
+        start = QUICK if quick else PlanOptions()
+        decoders = _names(quants) if quants is not None else start.decoder_quants
+        encoders = _names(precisions) if precisions is not None else start.encoder_precisions
+        aligners = _names(aligner_quants) if aligner_quants is not None else start.aligner_quants
         for what, given, known in (
             ("part", chosen_parts, PARTS),
             ("size", _names(sizes), SIZES),
-            ("decoder quantization", _names(quants), DECODER_QUANTS),
-            ("encoder precision", _names(precisions), PRECISIONS),
-            ("aligner decoder", _names(aligner_quants), DECODER_QUANTS),
+            ("decoder quantization", decoders, DECODER_QUANTS),
+            ("encoder precision", encoders, PRECISIONS),
+            ("aligner decoder", aligners, DECODER_QUANTS),
         ):
             unknown = [name for name in given if name not in known]
             if unknown or not given:
@@ -97,12 +116,9 @@ def register(app: typer.Typer, friendly_errors: Callable) -> None:
                 "For example --scaling 60,600 --parallel 1,4.",
             ) from error
         if quick:
-            plan = replace(
-                QUICK,
-                parts=chosen_parts,
-                transformers=transformers,
-                aligner_quants=_names(aligner_quants),
-            )
+            plan = replace(QUICK, parts=chosen_parts, transformers=transformers)
+            plan = replace(plan, decoder_quants=decoders, encoder_precisions=encoders)
+            plan = replace(plan, aligner_quants=aligners)
             if threads:
                 plan = replace(plan, threads=threads)
         else:
@@ -114,15 +130,16 @@ def register(app: typer.Typer, friendly_errors: Callable) -> None:
                 scaling_s=lengths,
                 parallel=tuple(sequences),
                 transformers=transformers,
-                decoder_quants=_names(quants),
-                encoder_precisions=_names(precisions),
-                aligner_quants=_names(aligner_quants),
+                decoder_quants=decoders,
+                encoder_precisions=encoders,
+                aligner_quants=aligners,
             )
+        out_json, out_markdown = report_paths(out)
         options = BenchOptions(
             plan=plan,
             work_dir=work_dir or bench_dir(),
-            out_json=out.with_suffix(".json"),
-            out_markdown=out.with_suffix(".md"),
+            out_json=out_json,
+            out_markdown=out_markdown,
             audio=audio,
         )
         report = run_benchmark(options, say=lambda line: stderr.print(line, highlight=False))

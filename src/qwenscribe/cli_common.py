@@ -22,8 +22,8 @@ DecoderQuantsOption = Annotated[
         "--decoder-quant",
         "-q",
         help=(
-            "f32, f16, bf16, q8_0, q6_k, q5_k, q4_k or q4_0 (GGUF); for the aligner also fp32, "
-            "fp16, int8 or int4 (ONNX); repeat for several."
+            "int8, fp16, fp32 or int4 (ONNX Runtime); f32, f16, bf16, q8_0, q6_k, q5_k, q4_k "
+            "or q4_0 (GGUF, llama.cpp); repeat for several."
         ),
     ),
 ]

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
+from qwenscribe.convert.onnx_graph import PRECISIONS
+
 Part = Literal["matrix", "scaling", "parallel"]
 
 # Every runtime decodes this many tokens per second of audio (end-of-sequence suppressed): about
@@ -16,7 +18,6 @@ CHUNK_S = 30.0  # the engine's default chunk length: the same chunk plan for eve
 DECODER_QUANTS = ("int8", "f16", "q8_0", "q4_k", "q4_0")
 ENCODER_PRECISIONS = ("fp32", "int8", "int4")
 DEFAULT_QUANT, DEFAULT_PRECISION = "int8", "int8"
-ONNX_DECODERS = ("fp32", "fp16", "int8", "int4")  # the ONNX precisions; the rest are GGUF files
 GGUF_DEFAULT_QUANT = "q8_0"  # llama.cpp's file in the rows that compare both engines
 # The aligner's decoder: int8 on ONNX Runtime (the default), q8_0 on llama.cpp beside it.
 ALIGNER_QUANTS = ("int8", "q8_0")
@@ -47,7 +48,7 @@ class RunConfig:
     def label(self) -> str:
         if self.runtime == "hybrid":
             decoder = self.decoder_quant
-            if decoder in ONNX_DECODERS:
+            if decoder in PRECISIONS:  # an ONNX decoder; the other names are GGUF files
                 decoder += " ONNX"
             name = f"hybrid {self.encoder_precision} + {decoder}"
             if self.align and self.aligner_quant not in (None, DEFAULT_ALIGNER_QUANT):

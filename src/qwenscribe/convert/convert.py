@@ -133,9 +133,8 @@ def _validate(options: ConvertOptions) -> None:
     from qwenscribe.convert.onnx_decoder import DECODER_QUANTS
     from qwenscribe.convert.onnx_graph import PRECISIONS
 
-    allowed = DECODER_QUANTS
     bad_encoder = [p for p in options.encoder_precisions if p not in PRECISIONS]
-    bad_decoder = [q for q in options.decoder_quants if q not in allowed]
+    bad_decoder = [q for q in options.decoder_quants if q not in DECODER_QUANTS]
     if bad_encoder or not options.encoder_precisions:
         raise ModelError(
             f"Unknown encoder precision {', '.join(bad_encoder) or '(none)'}.",
@@ -144,7 +143,7 @@ def _validate(options: ConvertOptions) -> None:
     if bad_decoder or not options.decoder_quants:
         raise ModelError(
             f"Unknown decoder quantization {', '.join(bad_decoder) or '(none)'}.",
-            f"Choose from {', '.join(allowed)}.",
+            f"Choose from {', '.join(DECODER_QUANTS)}.",
         )
 
 

@@ -25,16 +25,17 @@ from typing import Protocol
 
 import numpy as np
 
-from qwenscribe.convert.gguf_decoder import TOKEN_EMBEDDINGS_FILE, aligner_filename
+from qwenscribe.convert.gguf_decoder import aligner_filename
 from qwenscribe.convert.onnx_graph import PRECISIONS
 from qwenscribe.errors import ModelError
 from qwenscribe.model.architecture import TIMESTAMP_CLASSES
-from qwenscribe.model.tokens import AUDIO_PAD_ID, TIMESTAMP_ID
+from qwenscribe.model.tokens import TIMESTAMP_ID
 from qwenscribe.runtimes.base import RuntimeTimes
 from qwenscribe.runtimes.devices import hybrid_placement
 from qwenscribe.runtimes.llama_decoder import ContextCache, ContextSettings, LlamaModel, llama_api
 from qwenscribe.runtimes.onnx_aligner import OnnxSlotScorer
 from qwenscribe.runtimes.onnx_encoder import OnnxAudioEncoder
+from qwenscribe.runtimes.token_table import TokenTable
 
 
 @dataclass(frozen=True)
@@ -138,9 +139,6 @@ class HybridAligner:
         self.threads = placement.threads
         self.settings = settings = replace(settings, threads=self.threads)
         folder = settings.folder
-        table = folder / TOKEN_EMBEDDINGS_FILE
-        if not table.is_file():
-            raise ModelError(f"{folder} has no aligner file {table.name}.", "Convert it again.")
         self.encoder = OnnxAudioEncoder(
             folder, settings.encoder_precision, placement.provider, self.threads
         )
@@ -150,16 +148,7 @@ class HybridAligner:
             )
         else:
             self.scorer = LlamaSlotScorer(folder, settings, placement.gpu_layers)
-        self.token_embeddings = np.load(table, mmap_mode="r")
-        if (
-            self.token_embeddings.ndim != 2
-            or self.token_embeddings.shape[1] != self.scorer.hidden_size
-        ):
-            raise ModelError(
-                f"{table} does not match the aligner's decoder (shape "
-                f"{self.token_embeddings.shape}, hidden size {self.scorer.hidden_size}).",
-                "Convert the forced aligner again.",
-            )
+        self.tokens = TokenTable(folder, self.scorer.hidden_size)
         self.hidden_size = self.scorer.hidden_size
         self.times = RuntimeTimes()
 
@@ -169,24 +158,16 @@ class HybridAligner:
         self.times.encoder_s += self.encoder.seconds - before
         return embeddings
 
-    def _rows(self, ids: np.ndarray, audio: np.ndarray) -> np.ndarray:
-        """Input embeddings of the prompt: the table's rows, and the audio rows, in order,
-        where it holds `<|audio_pad|>`."""
-        rows = np.asarray(self.token_embeddings[ids], dtype=np.float32)
-        rows[ids == AUDIO_PAD_ID] = audio
-        return rows
-
     def score(self, prompt_ids: np.ndarray, audio: np.ndarray) -> np.ndarray:
         ids = np.asarray(prompt_ids, dtype=np.int64)
-        placeholders = int((ids == AUDIO_PAD_ID).sum())
-        if placeholders != len(audio):
-            raise ValueError(f"prompt has {placeholders} audio placeholders for {len(audio)} rows")
+        rows = self.tokens.prompt_rows(ids, audio)
         started = time.perf_counter()
-        scores = self.scorer.score(self._rows(ids, audio), ids == TIMESTAMP_ID)
+        scores = self.scorer.score(rows, ids == TIMESTAMP_ID)
         self.times.prefill_s += time.perf_counter() - started
         self.times.prefill_tokens += len(ids)
         return scores
 
     def close(self) -> None:
         self.scorer.close()
+        self.tokens.close()
         self.encoder.close()

@@ -38,7 +38,7 @@ from qwenscribe.runtimes.base import (
     is_eos,
     suppress_eos,
 )
-from qwenscribe.runtimes.devices import hybrid_placement
+from qwenscribe.runtimes.devices import HybridPlacement, hybrid_placement
 from qwenscribe.runtimes.llama_decoder import (
     ContextCache,
     ContextSettings,
@@ -97,6 +97,7 @@ class SequenceDecoder(Protocol):
     """What the generation loop needs of a decoder (see the module's docstring)."""
 
     path: Path
+    hidden_size: int
 
     def start(self, requests: Sequence[DecodeRequest]) -> list[np.ndarray]: ...
 
@@ -113,6 +114,7 @@ class LlamaSequences:
     def __init__(self, model: LlamaModel, settings: ContextSettings) -> None:
         self.model = model
         self.path = model.path
+        self.hidden_size = model.n_embd
         self._contexts = ContextCache(model, settings)
         self._ctx: LlamaContext | None = None
         self._positions: list[int] = []
@@ -186,31 +188,29 @@ class HybridRuntime:
         self.settings = settings
         placement = hybrid_placement(settings.device, settings.threads)
         self.threads = placement.threads
-        folder = settings.folder
-        onnx_decoder = settings.decoder_quant in PRECISIONS
-        if not onnx_decoder:
-            gguf = folder / decoder_filename(settings.decoder_quant)
-            if not gguf.is_file():
-                raise ModelError(f"{folder} has no decoder file {gguf.name}.", "Convert it again.")
+        self.decoder = self._open_decoder(settings.folder, settings.decoder_quant, placement)
+        self.hidden_size = self.decoder.hidden_size
         self.encoder = OnnxAudioEncoder(
-            folder, settings.encoder_precision, placement.provider, self.threads
+            settings.folder, settings.encoder_precision, placement.provider, self.threads
         )
         self.times = RuntimeTimes()
-        self.decoder: SequenceDecoder
-        if onnx_decoder:
-            onnx = OnnxDecoder(folder, settings.decoder_quant, self.threads)
-            self.hidden_size = onnx.hidden_size
-            self.decoder = OnnxSequences(onnx)
-        else:
-            model = LlamaModel(gguf, placement.gpu_layers)
-            self.hidden_size = model.n_embd
-            context = ContextSettings(
-                threads=self.threads,
-                n_batch=settings.n_batch,
-                flash_attention=settings.flash_attention,
-                f32_kv_cache=settings.f32_kv_cache,
-            )
-            self.decoder = LlamaSequences(model, context)
+
+    def _open_decoder(
+        self, folder: Path, quant: str, placement: HybridPlacement
+    ) -> SequenceDecoder:
+        """The decoder file `quant` names: an ONNX precision on ONNX Runtime, else a GGUF."""
+        if quant in PRECISIONS:
+            return OnnxSequences(OnnxDecoder(folder, quant, self.threads))
+        gguf = folder / decoder_filename(quant)
+        if not gguf.is_file():
+            raise ModelError(f"{folder} has no decoder file {gguf.name}.", "Convert it again.")
+        context = ContextSettings(
+            threads=self.threads,
+            n_batch=self.settings.n_batch,
+            flash_attention=self.settings.flash_attention,
+            f32_kv_cache=self.settings.f32_kv_cache,
+        )
+        return LlamaSequences(LlamaModel(gguf, placement.gpu_layers), context)
 
     # -- encoder ---------------------------------------------------------------------------------
 

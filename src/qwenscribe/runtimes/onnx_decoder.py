@@ -19,12 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from qwenscribe.convert.gguf_decoder import TOKEN_EMBEDDINGS_FILE
 from qwenscribe.convert.onnx_decoder import onnx_decoder_filename
 from qwenscribe.errors import ModelError
-from qwenscribe.model.tokens import AUDIO_PAD_ID
 from qwenscribe.runtimes.base import DecodeRequest
 from qwenscribe.runtimes.onnx_session import block_rows, graph_facts, open_session
+from qwenscribe.runtimes.token_table import TokenTable
 
 _CPU = "CPUExecutionProvider"
 
@@ -43,42 +42,11 @@ class OnnxDecoder:
         facts = graph_facts(self.session, self.path, names, "a decoder")
         self.hidden_size, self.layers, self.heads, self.kv_heads, self.head_dim = facts[:5]
         self.vocab = facts[5]
-        table = folder / TOKEN_EMBEDDINGS_FILE
-        try:
-            # Memory-mapped: only the rows of the tokens used are ever read.
-            self.token_embeddings = np.load(table, mmap_mode="r")
-        except (OSError, ValueError) as error:
-            raise ModelError(
-                f"The token table {table} is missing or damaged ({error}).",
-                "Convert the model again.",
-            ) from error
-        if self.token_embeddings.shape != (self.vocab, self.hidden_size):
-            raise ModelError(
-                f"The token table {table} has the shape {self.token_embeddings.shape}, not "
-                f"({self.vocab}, {self.hidden_size}): it belongs to another model.",
-                "Convert the model again.",
-            )
-
-    def embed(self, token_ids: Sequence[int] | np.ndarray) -> np.ndarray:
-        return np.asarray(self.token_embeddings[np.asarray(token_ids)], np.float32)
-
-    def prompt_rows(self, request: DecodeRequest) -> np.ndarray:
-        """The prompt as embedding rows: text rows from the table, the audio rows in place of
-        the audio placeholders."""
-        ids = np.asarray(request.prompt_ids)
-        is_audio = ids == AUDIO_PAD_ID
-        if int(is_audio.sum()) != len(request.audio):
-            raise ValueError(
-                f"prompt has {int(is_audio.sum())} audio placeholders for {len(request.audio)} rows"
-            )
-        rows = np.empty((len(ids), self.hidden_size), np.float32)
-        rows[~is_audio] = self.embed(ids[~is_audio])
-        rows[is_audio] = request.audio
-        return rows
+        self.tokens = TokenTable(folder, self.hidden_size, self.vocab)
 
     def close(self) -> None:
         self.session = None
-        self.token_embeddings = None
+        self.tokens.close()
 
 
 class OnnxSequences:
@@ -87,6 +55,7 @@ class OnnxSequences:
     def __init__(self, decoder: OnnxDecoder) -> None:
         self.decoder = decoder
         self.path = decoder.path
+        self.hidden_size = decoder.hidden_size
         self._keys: list[np.ndarray] = []
         self._values: list[np.ndarray] = []
         self._slots: list[int] = []  # the sequence in each slot of the buffers, in order
@@ -103,7 +72,7 @@ class OnnxSequences:
         self._lengths = [0] * len(requests)
         logits = []
         for slot, request in enumerate(requests):
-            rows = d.prompt_rows(request)
+            rows = d.tokens.prompt_rows(request.prompt_ids, request.audio)
             block = block_rows(len(rows), d.heads, width=capacity)
             for first in range(0, len(rows), block):
                 part = rows[first : first + block]
@@ -115,7 +84,7 @@ class OnnxSequences:
         """One new token for each of `seqs` (the unfinished sequences, in order); their logits."""
         if list(seqs) != self._slots:
             raise ValueError(f"step for sequences {list(seqs)}, holding {self._slots}")
-        rows = self.decoder.embed(token_ids)[:, None, :]
+        rows = self.decoder.tokens.embed(token_ids)[:, None, :]
         lengths = [length + 1 for length in self._lengths]
         return list(self._run(0, len(seqs), rows, lengths))
 
