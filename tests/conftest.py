@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import wave
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
+from qwenscribe.paths import HOME_ENV
 from qwenscribe.testing import write_checkpoint
 
 DATA_DIR = Path(__file__).parent / "data"
@@ -23,6 +26,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "benchmark" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """qwenscribe's cache (models, packed weights) in a folder of the run's own: the suite
+    never writes into the user's, and every run starts without copies from an earlier one."""
+    home = tmp_path_factory.mktemp("qwenscribe-home")
+    previous = os.environ.get(HOME_ENV)
+    os.environ[HOME_ENV] = str(home)
+    yield home
+    if previous is None:
+        os.environ.pop(HOME_ENV, None)
+    else:
+        os.environ[HOME_ENV] = previous
 
 
 @pytest.fixture(scope="session")

@@ -113,6 +113,34 @@ def test_remove_by_name_removes_the_hub_entry_and_its_conversions(home, checkpoi
         model_cache.remove("0.6b")
 
 
+def test_packed_copies_are_listed_and_go_with_their_model(app, home, checkpoints):
+    """Packed weights (runtimes/prepacked.py) count in the listing, and removing a model removes
+    the copies made from its graphs; a copy of another graph stays."""
+    from qwenscribe.paths import prepacked_dir
+    from qwenscribe.runtimes.prepacked import GRAPH, SOURCE
+
+    [folder] = model_cache.download(str(checkpoints[("asr", "hf")]), ("fp32",), ("f16",))
+    kept_source = home / "elsewhere.onnx"
+    kept_source.write_bytes(b"graph")
+    copies = {}
+    for name, source in (("ours", folder / "encoder_backend.fp32.onnx"), ("kept", kept_source)):
+        copy = prepacked_dir() / f"{name}-00000000-000000000000"
+        copy.mkdir(parents=True)
+        (copy / SOURCE).write_text(json.dumps({"source": str(source)}), encoding="utf-8")
+        (copy / GRAPH).write_bytes(b"\0" * (1 << 20))
+        copies[name] = copy
+
+    listed = json.loads(runner.invoke(app, ["models", "--json"]).output)["prepacked"]
+    written = sum(file.stat().st_size for copy in copies.values() for file in copy.iterdir())
+    assert listed == {"path": str(prepacked_dir()), "copies": 2, "bytes": written}
+    result = runner.invoke(app, ["models"], env={"COLUMNS": "300"})
+    assert "weights packed for this CPU: 2 graphs, 2.0 MiB" in result.output
+
+    removed = model_cache.remove(str(folder))
+    assert removed == [folder, copies["ours"]]
+    assert copies["kept"].is_dir()
+
+
 def test_wired_into_the_main_cli():
     from qwenscribe.cli import app as main_app
 

@@ -189,6 +189,35 @@ def test_the_engine_aligns_with_the_real_runtimes(checkpoints, data_dir, tmp_pat
     assert transcript.stats.align_s >= 0.0
 
 
+def test_low_memory_returns_the_recognizers_memory_before_the_aligner_loads(
+    checkpoints, data_dir, tmp_path, monkeypatch
+):
+    """glibc keeps what a closed model freed unless asked to hand it back (core.resources):
+    the swap asks between releasing the recognizer and loading the aligner, and again after."""
+    from qwenscribe.core import engine as engine_module
+
+    monkeypatch.setenv("QWENSCRIBE_HOME", str(tmp_path))
+    steps: list[str] = []
+    monkeypatch.setattr(engine_module, "release_freed_memory", lambda: steps.append("trim"))
+    load = ForcedAligner.load
+
+    def logged_load(config):
+        steps.append("load aligner")
+        return load(config)
+
+    monkeypatch.setattr(ForcedAligner, "load", staticmethod(logged_load))
+    with QwenASREngine(aligning_config(checkpoints, max_chunk_s=4.0), low_memory=True) as engine:
+        close = engine.runtime.close
+
+        def logged_close():
+            steps.append("close recognizer")
+            close()
+
+        engine.runtime.close = logged_close
+        engine.transcribe((decode_audio(data_dir / "en_speech.wav"), RATE), language="en")
+        assert steps == ["close recognizer", "trim", "load aligner", "trim"]
+
+
 def test_chunks_longer_than_the_aligner_reaches_are_refused():
     with pytest.raises(Exception, match="at most 400 s"):
         ASREngineConfig(align=True, max_chunk_s=600).validate()

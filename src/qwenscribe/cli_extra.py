@@ -56,6 +56,15 @@ def _print_cache(summary: dict[str, Any]) -> None:
         stdout.print(converted)
     else:
         stdout.print("converted models: none")
+    packed = summary["prepacked"]
+    if packed["copies"]:
+        stdout.print(
+            Text(
+                f"weights packed for this CPU: {packed['copies']} graphs, "
+                f"{_mib(packed['bytes'])} MiB in {packed['path']} (made again when needed; "
+                "safe to delete)"
+            )
+        )
     stdout.print(Text(f"cache: {summary['cache']} (set QWENSCRIBE_HOME to move it)"))
 
 

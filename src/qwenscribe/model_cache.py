@@ -3,7 +3,8 @@
 Backs `qwenscribe models`: list, download-and-convert ahead of time, remove. The cache is
 `QWENSCRIBE_HOME` (see `qwenscribe.paths`): downloaded checkpoints under `hub/` (the Hugging
 Face cache layout), hybrid-format folders under `models/` (one per source, precision and
-quantization, each with its manifest).
+quantization, each with its manifest), and under `prepacked/` graphs whose weights are laid out
+for this machine's kernels (made on a graph's first load, safe to delete).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from typing import Any
 from qwenscribe.convert.convert import read_manifest
 from qwenscribe.errors import ModelError
 from qwenscribe.model.resolve import KNOWN_MODELS, resolve_model
-from qwenscribe.paths import converted_models_dir, hub_cache_dir, qwenscribe_home
+from qwenscribe.paths import converted_models_dir, hub_cache_dir, prepacked_dir, qwenscribe_home
+from qwenscribe.runtimes.prepacked import remove_outdated_copies, stored_copies
 
 _DESCRIPTIONS = {
     "0.6b": "speech recognizer, 0.6B parameters (default)",
@@ -125,7 +127,14 @@ def cache_summary() -> dict[str, Any]:
         "known": [asdict(model) for model in known_models()],
         "downloaded": [asdict(model) for model in cached_checkpoints()],
         "converted": [asdict(model) for model in converted_models()],
+        "prepacked": _prepacked_summary(),
     }
+
+
+def _prepacked_summary() -> dict[str, Any]:
+    """The graphs whose weights are kept packed for this machine (runtimes/prepacked.py)."""
+    copies, size = stored_copies()
+    return {"path": str(prepacked_dir()), "copies": copies, "bytes": size}
 
 
 def download(
@@ -168,7 +177,7 @@ def remove(target: str) -> list[Path]:
                 "Only cached models can be removed; delete other folders yourself.",
             )
         shutil.rmtree(given)
-        return [given]
+        return [given, *remove_outdated_copies()]
     hub_id = KNOWN_MODELS.get(target.lower(), target)
     removed = []
     entry = hub_cache_dir() / ("models--" + hub_id.replace("/", "--"))
@@ -187,4 +196,4 @@ def remove(target: str) -> list[Path]:
             f"Nothing named {target!r} is in the qwenscribe cache.",
             "Run `qwenscribe models` to see what is cached.",
         )
-    return removed
+    return removed + remove_outdated_copies()  # the packed copies of the graphs removed

@@ -29,3 +29,8 @@ def converted_models_dir() -> Path:
 def bench_dir() -> Path:
     """Random-weight checkpoints and conversions the speed benchmark writes (several GB)."""
     return qwenscribe_home() / "bench"
+
+
+def prepacked_dir() -> Path:
+    """ONNX graphs with their weights laid out for this machine's kernels (safe to delete)."""
+    return qwenscribe_home() / "prepacked"

@@ -33,7 +33,7 @@ from qwenscribe.core.align import MAX_ALIGNED_S, AlignerConfig, ForcedAligner, s
 from qwenscribe.core.chunking import Chunk, plan_chunks
 from qwenscribe.core.models import checkpoint_files, default_decoder_quant, hybrid_model_files
 from qwenscribe.core.repetition import repeating_tail
-from qwenscribe.core.resources import peak_rss_mb
+from qwenscribe.core.resources import peak_rss_mb, release_freed_memory
 from qwenscribe.core.transcript import ChunkRecord, Segment, Stats, Transcript, Word, main_language
 from qwenscribe.errors import InputError, QwenScribeError
 from qwenscribe.model.architecture import audio_token_count
@@ -402,6 +402,7 @@ class QwenASREngine:
             self.runtime.close()
         if self.aligner is not None:
             self.aligner.close()
+        release_freed_memory()
 
     def __enter__(self) -> QwenASREngine:
         return self
@@ -469,6 +470,7 @@ class QwenASREngine:
         log.info("low memory: releasing the recognizer, loading the aligner")
         self.runtime.close()
         self.runtime = None
+        release_freed_memory()  # or the aligner loads on top of what the recognizer held
         self.aligner = ForcedAligner.load(self.config.aligner_config())
         try:
             for owner in inputs:
@@ -487,6 +489,7 @@ class QwenASREngine:
         finally:
             self.aligner.close()
             self.aligner = None
+            release_freed_memory()
 
     def _jobs(
         self, audios: list[AudioInput], start: float, duration: float | None, inputs: list[_Input]

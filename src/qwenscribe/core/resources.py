@@ -45,3 +45,21 @@ def reset_peak_rss() -> bool:
         return True
     except OSError:
         return False
+
+
+def release_freed_memory() -> bool:
+    """Hand the free pages of the C heap back to the system (glibc's `malloc_trim`); False where
+    the C library has none (macOS, Windows, musl).
+
+    glibc keeps the blocks a closed model freed for this process's later allocations, and the
+    next model's do not reuse them all: measured, a closed 0.6B recognizer (ONNX decoder) left
+    ~600-850 MB resident, 125 MB after trimming, so the low-memory mode's aligner was loaded on
+    top of it."""
+    import ctypes
+
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (AttributeError, OSError):
+        return False
+    trim(0)
+    return True

@@ -22,10 +22,11 @@ import numpy as np
 from qwenscribe.convert.onnx_decoder import onnx_decoder_filename
 from qwenscribe.errors import ModelError
 from qwenscribe.runtimes.base import DecodeRequest
+from qwenscribe.runtimes.devices import ONNX_PROVIDERS
 from qwenscribe.runtimes.onnx_session import block_rows, graph_facts, open_session
 from qwenscribe.runtimes.token_table import TokenTable
 
-_CPU = "CPUExecutionProvider"
+_CPU = ONNX_PROVIDERS["cpu"]
 
 
 class OnnxDecoder:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 from qwenscribe.errors import ModelError
+from qwenscribe.runtimes.devices import ONNX_PROVIDERS
+from qwenscribe.runtimes.prepacked import discard_copy, prepacked_graph
+
+log = logging.getLogger(__name__)
 
 # Attention (GroupQueryAttention in the decoder graphs) holds the [heads, rows, width] float32
 # probabilities of a call, `width` being the cache's length; a long input is fed in blocks of
@@ -23,6 +28,18 @@ def block_rows(rows: int, heads: int, width: int | None = None, budget: int | No
     budget = ATTENTION_BUDGET_BYTES if budget is None else budget
     per_row = heads * 4 * max(width if width is not None else rows, 1)
     return max(MIN_BLOCK_ROWS, min(rows, budget // per_row))
+
+
+def _configure(options: Any, threads: int) -> None:
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+
+
+def packed_graph(path: Path, threads: int) -> Path:
+    """The graph a CPU session with pre-packing opens for `path`: this machine's packed copy
+    (written now on a first load), or `path` itself where there can be none."""
+    return prepacked_graph(path, lambda options: _configure(options, threads)) or path
 
 
 def graph_facts(session: Any, path: Path, names: tuple[str, ...], what: str) -> list[int]:
@@ -49,16 +66,20 @@ def open_session(
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
+    _configure(options, threads)
     # Pre-packing copies weights into the kernels' layout, which MatMulNBits needs (int4 40 %
     # slower without; the decoders' 8-bit blocks 1.7x): the decoders ask for it. Elsewhere it
     # cost more than it gave, measured with 2 threads: the 0.6B int8 encoder 9 % faster but
     # +0.17 s of loading per graph and ~240 MB more at the benchmark's peak; fp32 5 % faster for
-    # +370 MB.
+    # +370 MB. On a CPU the packed weights are kept on disk once (runtimes/prepacked.py).
     if not (precision == "int4" if prepack is None else prepack):
         options.add_session_config_entry("session.disable_prepacking", "1")
+    elif provider == ONNX_PROVIDERS["cpu"] and (packed := packed_graph(path, threads)) != path:
+        try:
+            return onnxruntime.InferenceSession(str(packed), options, providers=[provider])
+        except Exception as error:  # a damaged copy: made again at the next load
+            log.warning("The packed copy %s cannot be loaded (%s); removed.", packed, error)
+            discard_copy(packed)
     try:
         return onnxruntime.InferenceSession(str(path), options, providers=[provider])
     except Exception as error:  # onnxruntime raises its own Fail/InvalidGraph types
