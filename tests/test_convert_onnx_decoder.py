@@ -261,3 +261,14 @@ def test_exporter_never_imports_torch(recognizer, tmp_path) -> None:
     assert result.returncode == 0, result.stderr
     assert "decoder.int8.onnx.data" in result.stdout
     assert "token_embeddings.npy" in result.stdout
+
+
+def test_closing_frees_the_cache_and_the_session(decoders):
+    """The low-memory mode loads the aligner once the recognizer is closed: its session (weights,
+    arena) must go then, not when the runtime object happens to be collected."""
+    decoder = sequences(decoders, "fp32")
+    decoder.start([make_request(6, seed=1, hidden=decoder.hidden_size, max_new=2)])
+    decoder.close()
+    assert decoder.decoder.session is None
+    assert decoder.decoder.tokens.rows is None
+    assert decoder._keys == []

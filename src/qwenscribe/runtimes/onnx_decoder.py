@@ -116,4 +116,6 @@ class OnnxSequences:
         return io.get_outputs()[0].numpy()
 
     def close(self) -> None:
+        """Free the cache and the decoder's session (its weights and arena) now."""
         self._keys, self._values = [], []
+        self.decoder.close()

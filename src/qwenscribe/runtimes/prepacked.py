@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import platform
 import shutil
 import tempfile
@@ -179,6 +180,9 @@ def _write_copy(path: Path, folder: Path, configure: Callable[[Any], None]) -> P
             (building / UNSUPPORTED).write_text(problem + "\n", encoding="utf-8")
         source = json.dumps({"source": str(path.resolve())})
         (building / SOURCE).write_text(source, encoding="utf-8")
+        for written in building.iterdir():  # on disk before the copy can be found
+            with open(written, "rb") as handle:
+                os.fsync(handle.fileno())
         building.chmod(0o755)  # mkdtemp's 0700 would hide the copy from other users
         try:
             building.rename(folder)
