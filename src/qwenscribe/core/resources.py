@@ -59,7 +59,7 @@ def release_freed_memory() -> bool:
 
     try:
         trim = ctypes.CDLL(None).malloc_trim
-    except (AttributeError, OSError):
+    except (AttributeError, OSError, TypeError):  # TypeError: Windows has no CDLL(None)
         return False
     trim(0)
     return True
