@@ -15,6 +15,7 @@ from qwenscribe.bench.audio import RATE, passage, speech
 from qwenscribe.bench.plan import DEFAULT_ALIGNER_QUANT, DEFAULT_QUANT, RunConfig
 from qwenscribe.convert.onnx_aligner import aligner_decoder_filename
 from qwenscribe.convert.onnx_decoder import onnx_decoder_filename, recognizer_decoder_files
+from qwenscribe.convert.onnx_encoder import backend_filename, frontend_filename
 from qwenscribe.convert.onnx_graph import PRECISIONS
 from qwenscribe.core.resources import (
     current_rss_mb,
@@ -43,9 +44,9 @@ def pack_ahead(config: RunConfig, files: dict) -> None:
     if config.runtime != "hybrid":
         return
     recognizer = Path(files["asr_converted"])
-    graphs = (
-        sorted(recognizer.glob("encoder_*.int4.onnx")) if config.encoder_precision == "int4" else []
-    )
+    graphs = []
+    if config.encoder_precision == "int4":  # the encoders pack only in int4 (open_session)
+        graphs += [recognizer / name("int4") for name in (frontend_filename, backend_filename)]
     if (quant := config.decoder_quant or DEFAULT_QUANT) in PRECISIONS:
         graphs.append(recognizer / onnx_decoder_filename(quant))
     if config.align and (quant := config.aligner_quant or DEFAULT_ALIGNER_QUANT) in PRECISIONS:

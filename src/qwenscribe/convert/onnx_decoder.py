@@ -37,7 +37,13 @@ from qwenscribe.convert.gguf_decoder import (
     write_decoder_gguf,
     write_token_embeddings,
 )
-from qwenscribe.convert.onnx_graph import PRECISIONS, BuiltModel, GraphBuilder, write_models
+from qwenscribe.convert.onnx_graph import (
+    PRECISIONS,
+    BuiltModel,
+    GraphBuilder,
+    weights_file_name,
+    write_models,
+)
 from qwenscribe.convert.onnx_qwen3 import (
     PREFIX,
     Positions,
@@ -63,7 +69,7 @@ def recognizer_decoder_files(quant: str) -> list[str]:
     """The files the recognizer's decoder in `quant` is made of (see DECODER_QUANTS)."""
     if quant in PRECISIONS:
         name = onnx_decoder_filename(quant)
-        return [name, f"{name}.data"]
+        return [name, weights_file_name(name)]
     return [decoder_filename(quant)]
 
 

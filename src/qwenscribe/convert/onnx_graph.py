@@ -39,6 +39,13 @@ IR_VERSION = 10
 # protobuf cannot parse a message over 2 GiB; weights go to a side file above this size.
 _SINGLE_FILE_LIMIT = 1_800_000_000
 _EXTERNAL_MIN_BYTES = 1024  # smaller tensors stay inside the model file, as onnx does it
+
+
+def weights_file_name(graph_name: str) -> str:
+    """The file beside a graph that holds its external weights, as qwenscribe writes them."""
+    return f"{graph_name}.data"
+
+
 _EXTERNAL_ALIGNMENT = 65536  # lets onnxruntime memory-map the side file (Windows granularity)
 _GRAPH_FIELD = onnx.ModelProto.DESCRIPTOR.fields_by_name["graph"].number
 _INITIALIZER_FIELD = onnx.GraphProto.DESCRIPTOR.fields_by_name["initializer"].number
@@ -314,7 +321,7 @@ class BuiltModel:
         when they would take the file past protobuf's 2 GiB limit)."""
         if external is None:
             external = self.weight_bytes > _SINGLE_FILE_LIMIT
-        data_path = path.with_name(f"{path.name}.data")
+        data_path = path.with_name(weights_file_name(path.name))
         side = open(data_path, "wb") if external else nullcontext(None)  # noqa: SIM115
         with open(path, "wb") as model_file, side as data_file:
             model_file.write(self.shell.SerializeToString())
@@ -467,7 +474,7 @@ def write_models(
             export_model(checkpoint, build, precision, staging, filename, external)
             log.info("%s %s: wrote %s", what, precision, filename)
         for filename, _ in builders:
-            side = staging / f"{filename}.data"
+            side = staging / weights_file_name(filename)
             if side.exists():
                 # onnx writes the quantizer's side file readable by its owner only; give it the
                 # model file's permissions, or a cache shared between users breaks on it.

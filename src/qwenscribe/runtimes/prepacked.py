@@ -29,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from qwenscribe.convert.onnx_graph import weights_file_name
 from qwenscribe.paths import prepacked_dir
 from qwenscribe.runtimes.cpu import cpu_flags, cpu_name
 from qwenscribe.runtimes.devices import ONNX_PROVIDERS
@@ -80,8 +81,8 @@ def prepacked_graph(path: Path, configure: Callable[[Any], None]) -> Path | None
 
 
 def _graph_files(path: Path) -> list[Path]:
-    """The graph and its external weights (`<name>.data`, as qwenscribe writes them)."""
-    data = path.with_name(path.name + ".data")
+    """The graph and its external weights, if it has them."""
+    data = path.with_name(weights_file_name(path.name))
     return [path, data] if data.is_file() else [path]
 
 
@@ -91,8 +92,9 @@ def _folder_name(path: Path, sources: list[Path]) -> str:
     import onnxruntime
 
     where = _digest(str(path.resolve()))[:8]
+    stats = [(file.name, file.stat()) for file in sources]
     facts = {
-        "files": [[file.name, file.stat().st_size, file.stat().st_mtime_ns] for file in sources],
+        "files": [[name, stat.st_size, stat.st_mtime_ns] for name, stat in stats],
         "onnxruntime": onnxruntime.__version__,
         "machine": platform.machine(),
         "cpu": cpu_name(),
