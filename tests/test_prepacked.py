@@ -34,7 +34,7 @@ WIDTH = 1024
 @pytest.fixture(scope="module")
 def source_folder(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("products")
-    builder = GraphBuilder("int8", int8_blocks=True)
+    builder = GraphBuilder("int8", int8_products="blocks")
     rng = np.random.default_rng(0)
     x = "x"
     for index in range(2):

@@ -89,7 +89,7 @@ def build_aligner_decoder(checkpoint: Checkpoint, precision: str = "fp32") -> Bu
         raise ValueError(f"{checkpoint.folder} is an {checkpoint.arch.kind} model, not an aligner.")
     dims = checkpoint.arch.decoder
     classes = checkpoint.arch.head_outputs
-    g = GraphBuilder(precision, int8_blocks=True)  # see onnx_qwen3: outliers
+    g = GraphBuilder(precision, int8_products="rows")  # see GraphBuilder._matmul_int8_rows
     positions = _positions(g, dims)
     batch_of_one = g.constant("batch_of_one", np.array([1, -1, dims.hidden], np.int64))
     x = g.op("Reshape", [g.to_compute("embeddings", "embeddings_compute"), batch_of_one], "x")

@@ -103,7 +103,7 @@ def build_recognizer_decoder(checkpoint: Checkpoint, precision: str = "fp32") ->
     if checkpoint.arch.kind != "asr":
         raise ValueError(f"{checkpoint.folder} is an {checkpoint.arch.kind} model, not an ASR one.")
     dims = checkpoint.arch.decoder
-    g = GraphBuilder(precision, int8_blocks=True)  # see onnx_qwen3: outliers
+    g = GraphBuilder(precision, int8_products="blocks")  # see onnx_qwen3: outliers
     positions = _positions(g, dims)
     x = decoder_layers(g, checkpoint, g.to_compute("embeddings", "x"), positions)
     # Only each sequence's last row goes on: the final norm and the head are row-wise, and the
