@@ -15,8 +15,9 @@ import sys
 import pytest
 
 from qwenscribe.bench import costs
+from qwenscribe.bench.limits import onnxruntime_int8_gops
 from qwenscribe.bench.plan import PlanOptions, plan_runs
-from qwenscribe.bench.report import analyse, markdown_report
+from qwenscribe.bench.report import analyse, derived, markdown_report
 from qwenscribe.errors import DeviceError
 from qwenscribe.model.architecture import architecture
 from qwenscribe.runtimes import cpu
@@ -228,6 +229,44 @@ def test_ratios_against_transformers_and_the_machines_limits() -> None:
     assert "4.00" in markdown  # the speedup column
 
 
+def test_the_bound_puts_every_product_at_the_fastest_gemm_and_every_step_at_the_bandwidth() -> None:
+    result = _result(
+        {"runtime": "hybrid", "decoder_quant": "int8", "encoder_precision": "int8"},
+        6.0,
+        alignment_detail_s={"encoder_s": 0.5, "prefill_s": 0.5, "prefill_tokens": 1400},
+    )
+    limits = {"read_bandwidth_gbs": 30.0, "fp32_matmul_gflops": 200.0, "int8_gemm_gops": 700.0}
+    figures = derived(result, limits)
+    # 242 tokens from 2 chunks side by side: 121 steps of 20 ms (600 MB at 30 GB/s).
+    assert figures["bound_generation_s"] == pytest.approx(121 * 0.020)
+    faster = derived(result, limits | {"int8_gemm_gops": 1400.0})
+    assert faster["bound_compute_s"] == pytest.approx(figures["bound_compute_s"] / 2)
+    assert faster["bound_generation_s"] == figures["bound_generation_s"]
+    # The aligner's work counts: without alignment the products take less time.
+    unaligned = derived(result | {"stages_s": result["stages_s"] | {"alignment": 0.0}}, limits)
+    assert unaligned["bound_compute_s"] < figures["bound_compute_s"]
+    assert "aligner_prefill_gops" not in unaligned
+    # Its prefill: 1400 rows through the aligner's 28 layers of 0.6B-size matrices in 0.5 s.
+    aligner_layers = 28 * (1024 * 2048 + 2 * 1024 * 1024 + 2048 * 1024 + 3 * 1024 * 3072)
+    assert figures["aligner_prefill_gops"] == pytest.approx(2 * aligner_layers * 1400 / 0.5 / 1e9)
+    assert figures["aligner_prefill_gops_vs_int8_gemm"] == pytest.approx(
+        figures["aligner_prefill_gops"] / 700.0
+    )
+    total = figures["bound_compute_s"] + figures["bound_generation_s"]
+    assert figures["bound_real_time_factor"] == pytest.approx(total / 60.0)
+    assert figures["real_time_factor_vs_bound"] == pytest.approx(0.1 / (total / 60.0))
+    # Without an int8 GEMM measured, the fastest product is the fp32 one.
+    assert derived(result, limits | {"int8_gemm_gops": None})["bound_compute_s"] == pytest.approx(
+        figures["bound_compute_s"] * 700.0 / 200.0
+    )
+
+
+def test_the_int8_gemm_limit_is_measured_on_onnxruntime() -> None:
+    rate = onnxruntime_int8_gops(threads=1, repeats=1)
+    assert rate is not None
+    assert rate > 1.0  # GOP/s: any machine that runs the tests does more than this
+
+
 # -- the harness, quick ------------
 
 
@@ -289,6 +328,8 @@ def test_the_quick_benchmark_measures_every_configuration(quick_report) -> None:
     assert [r["config"]["parallel_sequences"] for r in parallel] == [1, 2]
     assert report["limits"]["read_bandwidth_gbs"] > 0
     assert report["limits"]["fp32_matmul_gflops"] > 0
+    assert report["limits"]["int8_gemm_gops"] > 0
+    assert "Against this machine's limits" in markdown
     assert report["analysis"]["sizes"]["tiny"]["best_transformers"].startswith("transformers")
     assert "## tiny: 20 s of audio" in markdown
     assert "## Scaling with audio length" in markdown

@@ -17,6 +17,9 @@ import numpy as np
 
 BANDWIDTH_BYTES = 512 << 20  # far larger than any cache
 MATMUL_SIZE = 2048
+# The int8 product: 1024 rows through a 1024 -> 4096 matrix, the shape of the 0.6B decoder's
+# gate/up product in a prefill (the encoders' and the larger decoders' are alike).
+INT8_ROWS, INT8_IN, INT8_OUT = 1024, 1024, 4096
 
 
 def _best_seconds(run, repeats: int) -> float:
@@ -61,6 +64,40 @@ def torch_matmul_gflops(threads: int, dtype: str, repeats: int = 5) -> float | N
     return 2 * MATMUL_SIZE**3 / _best_seconds(lambda: a @ b, repeats) / 1e9
 
 
+def onnxruntime_int8_gops(threads: int, repeats: int = 5) -> float | None:
+    """Giga-operations/s (2 per multiply-add) of ONNX Runtime's int8 GEMM (MatMulInteger,
+    unsigned 8-bit rows x signed 8-bit weights): the kernel of the int8 encoders' and the
+    aligner's products, and the fastest this machine has for them."""
+    try:
+        import onnxruntime
+        from onnx import TensorProto, helper, numpy_helper
+    except ImportError:
+        return None
+    rng = np.random.default_rng(0)
+    weight = rng.integers(-127, 128, (INT8_IN, INT8_OUT), dtype=np.int8)
+    graph = helper.make_graph(
+        [helper.make_node("MatMulInteger", ["rows", "weight", "zero_point"], ["products"])],
+        "int8_gemm",
+        [helper.make_tensor_value_info("rows", TensorProto.UINT8, ["rows", INT8_IN])],
+        [helper.make_tensor_value_info("products", TensorProto.INT32, ["rows", INT8_OUT])],
+        [
+            numpy_helper.from_array(weight, "weight"),
+            numpy_helper.from_array(np.array(128, np.uint8), "zero_point"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+    model.ir_version = 10
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = onnxruntime.InferenceSession(
+        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+    rows = rng.integers(0, 256, (INT8_ROWS, INT8_IN), dtype=np.uint8)
+    seconds = _best_seconds(lambda: session.run(None, {"rows": rows}), repeats)
+    return 2 * INT8_ROWS * INT8_IN * INT8_OUT / seconds / 1e9
+
+
 def measure(threads: int) -> dict:
     return {
         "threads": threads,
@@ -69,6 +106,7 @@ def measure(threads: int) -> dict:
         "fp32_matmul_gflops": numpy_matmul_gflops(),
         "torch_fp32_matmul_gflops": torch_matmul_gflops(threads, "float32"),
         "torch_bf16_matmul_gflops": torch_matmul_gflops(threads, "bfloat16"),
+        "int8_gemm_gops": onnxruntime_int8_gops(threads),
     }
 
 

@@ -4,7 +4,7 @@ against the machine's limits, the targets, and the markdown tables."""
 from __future__ import annotations
 
 from qwenscribe.bench import costs
-from qwenscribe.bench.models import size_architecture
+from qwenscribe.bench.models import aligner_size, size_architecture
 from qwenscribe.bench.plan import (
     DEFAULT_ALIGNER_QUANT,
     DEFAULT_PRECISION,
@@ -47,6 +47,10 @@ def derived(result: dict, limits: dict) -> dict:
         out["encoder_vs_fp32_matmul"] = out.get("encoder_gflops", 0) / fp32
     if peak and "prefill_gflops" in out:
         out["prefill_vs_best_matmul"] = out["prefill_gflops"] / peak
+    if int8 := limits.get("int8_gemm_gops"):
+        for stage in ("encoder", "prefill"):
+            if f"{stage}_gflops" in out:
+                out[f"{stage}_gflops_vs_int8_gemm"] = out[f"{stage}_gflops"] / int8
     if config["runtime"] == "hybrid":
         step_bytes = result.get("decoder_file_bytes")
     else:
@@ -64,7 +68,71 @@ def derived(result: dict, limits: dict) -> dict:
     if stages["alignment"] and recognition:
         out["alignment_share_of_recognition"] = stages["alignment"] / recognition
     out["audio_tokens"] = audio_tokens
+    out |= _aligner_rates(result, limits)
+    out |= _bound(result, limits, out.get("bound_step_ms"))
     return out
+
+
+def best_gemm_gops(limits: dict) -> float | None:
+    """The fastest matrix product measured on this machine, in any number format."""
+    rates = [
+        limits.get(name)
+        for name in ("int8_gemm_gops", "torch_bf16_matmul_gflops", "fp32_matmul_gflops")
+    ]
+    return max((rate for rate in rates if rate), default=None)
+
+
+def _aligner_work(result: dict) -> tuple[float, float]:
+    """FLOPs of the aligner's encoder and of its prefill in this run (0 without alignment)."""
+    detail = result.get("alignment_detail_s") or {}
+    if not result["stages_s"]["alignment"]:
+        return 0.0, 0.0
+    arch = size_architecture(aligner_size(result["config"]["size"]), "aligner")
+    return (
+        costs.encoder_flops(arch, result["audio_s"]),
+        costs.prefill_flops(arch, detail.get("prefill_tokens", 0)),
+    )
+
+
+def _aligner_rates(result: dict, limits: dict) -> dict:
+    """The aligner's encoder and prefill in GOP/s and against the int8 GEMM."""
+    detail = result.get("alignment_detail_s") or {}
+    encoder_work, prefill_work = _aligner_work(result)
+    out = {}
+    for stage, work in (("encoder", encoder_work), ("prefill", prefill_work)):
+        seconds = detail.get(f"{stage}_s")
+        if work and seconds:
+            out[f"aligner_{stage}_gops"] = work / seconds / 1e9
+    int8 = limits.get("int8_gemm_gops")
+    if int8:
+        out |= {f"{name}_vs_int8_gemm": value / int8 for name, value in list(out.items())}
+    return out
+
+
+def _bound(result: dict, limits: dict, step_ms: float | None) -> dict:
+    """The least time this run's work could take here: every matrix product at the fastest
+    GEMM measured, every generation step at the time to read the weights once. What is left
+    between it and the measured time is overhead: kernels below peak, attention, norms, cache."""
+    gemm = best_gemm_gops(limits)
+    if not gemm or step_ms is None:
+        return {}
+    arch = size_architecture(result["config"]["size"])
+    work = costs.encoder_flops(arch, result["audio_s"]) + costs.prefill_flops(
+        arch, result["prefill_tokens"]
+    )
+    work += sum(_aligner_work(result))
+    # Chunks decode side by side in waves of parallel_sequences; a wave steps as often as its
+    # longest chunk generates, each step reading the weights once whatever the batch.
+    side_by_side = max(1, min(result["chunks"], result["config"]["parallel_sequences"]))
+    steps = -(-result["generated_tokens"] // side_by_side)
+    compute_s, generation_s = work / (gemm * 1e9), steps * step_ms / 1e3
+    bound_rtf = (compute_s + generation_s) / result["audio_s"]
+    return {
+        "bound_compute_s": compute_s,
+        "bound_generation_s": generation_s,
+        "bound_real_time_factor": bound_rtf,
+        "real_time_factor_vs_bound": result["real_time_factor"] / bound_rtf,
+    }
 
 
 def analyse(report: dict) -> dict:
@@ -180,6 +248,20 @@ def table(headers: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
+LIMIT_HEADERS = [
+    "configuration",
+    "encoder GOP/s",
+    "prefill GOP/s",
+    "aligner encoder GOP/s",
+    "aligner prefill GOP/s",
+    "products at peak s",
+    "steps at bandwidth s",
+    "bound RTF",
+    "RTF",
+    "RTF / bound",
+]
+
+
 def markdown_report(report: dict) -> str:
     machine, limits = report["machine"], report.get("limits", {})
     analysis = report["analysis"]
@@ -195,7 +277,8 @@ def markdown_report(report: dict) -> str:
         "",
         f"**Limits measured:** memory read {_cell(limits.get('read_bandwidth_gbs'))} GB/s, "
         f"fp32 matmul {_cell(limits.get('fp32_matmul_gflops'))} GFLOP/s, bf16 matmul (torch) "
-        f"{_cell(limits.get('torch_bf16_matmul_gflops'))} GFLOP/s.",
+        f"{_cell(limits.get('torch_bf16_matmul_gflops'))} GFLOP/s, int8 GEMM (ONNX Runtime) "
+        f"{_cell(limits.get('int8_gemm_gops'))} GOP/s.",
         "",
         "Random-weight checkpoints of the real dimensions; every runtime decodes "
         f"{TOKENS_PER_SECOND:g} tokens per second of audio "
@@ -204,6 +287,7 @@ def markdown_report(report: dict) -> str:
         "RTF = (recognition + alignment) / audio.",
     ]
     matrix_rows: dict[str, list] = {}
+    limit_rows: dict[str, list] = {}
     for result, figures in zip(results, analysis["per_run"], strict=True):
         config = result["config"]
         if config["part"] != "matrix":
@@ -233,6 +317,20 @@ def markdown_report(report: dict) -> str:
                 figures.get("generation_vs_bandwidth_bound"),
             ]
         )
+        limit_rows.setdefault(size, []).append(
+            [
+                config["label"],
+                figures.get("encoder_gflops"),
+                figures.get("prefill_gflops"),
+                figures.get("aligner_encoder_gops"),
+                figures.get("aligner_prefill_gops"),
+                figures.get("bound_compute_s"),
+                figures.get("bound_generation_s"),
+                figures.get("bound_real_time_factor"),
+                result["real_time_factor"],
+                figures.get("real_time_factor_vs_bound"),
+            ]
+        )
     headers = [
         "configuration",
         "load s",
@@ -252,6 +350,15 @@ def markdown_report(report: dict) -> str:
     for size, rows in matrix_rows.items():
         audio = next(r["audio_s"] for r in results if _ok(r) and r["config"]["size"] == size)
         out += ["", f"## {size}: {audio:g} s of audio", "", table(headers, rows)]
+        out += [
+            "",
+            "Against this machine's limits: each stage's matrix work in GOP/s (2 per "
+            f"multiply-add; the fastest product measured here: {_cell(best_gemm_gops(limits))}), "
+            "and the least time the run could take: every product at that rate, every "
+            "generation step at the time to read the decoder's weights once.",
+            "",
+            table(LIMIT_HEADERS, limit_rows[size]),
+        ]
         targets = analysis["sizes"][size]["targets"]
         if targets:
             out += [

@@ -153,9 +153,10 @@ def measure(config: RunConfig, files: dict, audio: Path | None = None) -> dict:
         swap_s = time.perf_counter() - started
 
     align_s, align_words = 0.0, 0
-    align_times = {"encoder_s": 0.0, "prefill_s": 0.0}
+    align_times = {"encoder_s": 0.0, "prefill_s": 0.0, "prefill_tokens": 0}
     if aligner is not None:
-        before = (aligner.runtime.times.encoder_s, aligner.runtime.times.prefill_s)
+        times = aligner.runtime.times
+        before = (times.encoder_s, times.prefill_s, times.prefill_tokens)
         for chunk in transcript.chunks:
             piece = samples[round(chunk.start * RATE) : round(chunk.end * RATE)]
             text = passage(chunk.end - chunk.start)
@@ -164,8 +165,9 @@ def measure(config: RunConfig, files: dict, audio: Path | None = None) -> dict:
             align_s += time.perf_counter() - started
             align_words += len(words)
         align_times = {
-            "encoder_s": aligner.runtime.times.encoder_s - before[0],
-            "prefill_s": aligner.runtime.times.prefill_s - before[1],
+            "encoder_s": times.encoder_s - before[0],
+            "prefill_s": times.prefill_s - before[1],
+            "prefill_tokens": times.prefill_tokens - before[2],
         }
     peak_after_run = max(peak_recognition or 0.0, peak_rss_mb() or 0.0)
     if not config.low_memory:
