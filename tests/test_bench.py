@@ -311,6 +311,7 @@ def test_the_quick_benchmark_measures_every_configuration(quick_report) -> None:
             stages[name] > 0 for name in ("mel", "encoder", "prefill", "generation", "alignment")
         )
         assert result["aligned_words"] > 0
+        assert result["alignment_detail_s"]["prefill_tokens"] > result["aligned_words"]
         assert result["rss_mb"]["peak"] >= result["rss_mb"]["after_load"] > 0
         assert result["real_time_factor"] > 0
         assert result["total_s"] == pytest.approx(
@@ -330,6 +331,10 @@ def test_the_quick_benchmark_measures_every_configuration(quick_report) -> None:
     assert report["limits"]["fp32_matmul_gflops"] > 0
     assert report["limits"]["int8_gemm_gops"] > 0
     assert "Against this machine's limits" in markdown
+    for figures in report["analysis"]["per_run"]:
+        if figures is not None and "aligner_prefill_gops" in figures:
+            assert figures["bound_real_time_factor"] > 0
+    assert any("aligner_prefill_gops" in figures for figures in report["analysis"]["per_run"])
     assert report["analysis"]["sizes"]["tiny"]["best_transformers"].startswith("transformers")
     assert "## tiny: 20 s of audio" in markdown
     assert "## Scaling with audio length" in markdown

@@ -36,7 +36,7 @@ _INT4_SCALE_STRETCHES = tuple(np.linspace(0.8, 1.2, 9))
 # onnxruntime >= 1.16 reads (onnx 1.23 would otherwise stamp a newer IR that older runtimes refuse).
 OPSET = 20
 # A graph with per-row int8 products needs opset 21: its QuantizeLinear takes one scale per row
-# as a block as long as the row (onnxruntime >= 1.19).
+# as a block as long as the row (checked on onnxruntime 1.22, the floor, and 1.31).
 ROW_QUANTIZE_OPSET = 21
 # How an int8 graph computes its weight products (GraphBuilder's int8_products):
 # - "dynamic": onnxruntime's dynamic quantizer afterwards, one activation scale per call
