@@ -68,8 +68,9 @@ def derived(result: dict, limits: dict) -> dict:
     if stages["alignment"] and recognition:
         out["alignment_share_of_recognition"] = stages["alignment"] / recognition
     out["audio_tokens"] = audio_tokens
-    out |= _aligner_rates(result, limits)
-    out |= _bound(result, limits, out.get("bound_step_ms"))
+    aligner_work = _aligner_work(result)
+    out |= _aligner_rates(result, aligner_work, limits)
+    out |= _bound(result, limits, out.get("bound_step_ms"), sum(aligner_work))
     return out
 
 
@@ -94,22 +95,22 @@ def _aligner_work(result: dict) -> tuple[float, float]:
     )
 
 
-def _aligner_rates(result: dict, limits: dict) -> dict:
-    """The aligner's encoder and prefill in GOP/s and against the int8 GEMM."""
+def _aligner_rates(result: dict, work: tuple[float, float], limits: dict) -> dict:
+    """The aligner's encoder and prefill (`work`: their FLOPs) in GOP/s and against the int8
+    GEMM."""
     detail = result.get("alignment_detail_s") or {}
-    encoder_work, prefill_work = _aligner_work(result)
     out = {}
-    for stage, work in (("encoder", encoder_work), ("prefill", prefill_work)):
+    for stage, flops in zip(("encoder", "prefill"), work, strict=True):
         seconds = detail.get(f"{stage}_s")
-        if work and seconds:
-            out[f"aligner_{stage}_gops"] = work / seconds / 1e9
+        if flops and seconds:
+            out[f"aligner_{stage}_gops"] = flops / seconds / 1e9
     int8 = limits.get("int8_gemm_gops")
     if int8:
         out |= {f"{name}_vs_int8_gemm": value / int8 for name, value in list(out.items())}
     return out
 
 
-def _bound(result: dict, limits: dict, step_ms: float | None) -> dict:
+def _bound(result: dict, limits: dict, step_ms: float | None, aligner_flops: float) -> dict:
     """The least time this run's work could take here: every matrix product at the fastest
     GEMM measured, every generation step at the time to read the weights once. What is left
     between it and the measured time is overhead: kernels below peak, attention, norms, cache."""
@@ -120,7 +121,7 @@ def _bound(result: dict, limits: dict, step_ms: float | None) -> dict:
     work = costs.encoder_flops(arch, result["audio_s"]) + costs.prefill_flops(
         arch, result["prefill_tokens"]
     )
-    work += sum(_aligner_work(result))
+    work += aligner_flops
     # Chunks decode side by side in waves of parallel_sequences; a wave steps as often as its
     # longest chunk generates, each step reading the weights once whatever the batch.
     side_by_side = max(1, min(result["chunks"], result["config"]["parallel_sequences"]))
