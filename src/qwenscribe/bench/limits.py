@@ -71,6 +71,8 @@ def onnxruntime_int8_gops(threads: int, repeats: int = 5) -> float | None:
     try:
         import onnxruntime
         from onnx import TensorProto, helper, numpy_helper
+
+        from qwenscribe.convert.onnx_graph import IR_VERSION, OPSET
     except ImportError:
         return None
     rng = np.random.default_rng(0)
@@ -85,8 +87,8 @@ def onnxruntime_int8_gops(threads: int, repeats: int = 5) -> float | None:
             numpy_helper.from_array(np.array(128, np.uint8), "zero_point"),
         ],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
-    model.ir_version = 10
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = IR_VERSION  # what older onnxruntime versions read
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1

@@ -47,10 +47,6 @@ def derived(result: dict, limits: dict) -> dict:
         out["encoder_vs_fp32_matmul"] = out.get("encoder_gflops", 0) / fp32
     if peak and "prefill_gflops" in out:
         out["prefill_vs_best_matmul"] = out["prefill_gflops"] / peak
-    if int8 := limits.get("int8_gemm_gops"):
-        for stage in ("encoder", "prefill"):
-            if f"{stage}_gflops" in out:
-                out[f"{stage}_gflops_vs_int8_gemm"] = out[f"{stage}_gflops"] / int8
     if config["runtime"] == "hybrid":
         step_bytes = result.get("decoder_file_bytes")
     else:
@@ -69,7 +65,10 @@ def derived(result: dict, limits: dict) -> dict:
         out["alignment_share_of_recognition"] = stages["alignment"] / recognition
     out["audio_tokens"] = audio_tokens
     aligner_work = _aligner_work(result)
-    out |= _aligner_rates(result, aligner_work, limits)
+    out |= _aligner_rates(result, aligner_work)
+    if int8 := limits.get("int8_gemm_gops"):
+        rates = ("encoder_gflops", "prefill_gflops", "aligner_encoder_gops", "aligner_prefill_gops")
+        out |= {f"{name}_vs_int8_gemm": out[name] / int8 for name in rates if name in out}
     out |= _bound(result, limits, out.get("bound_step_ms"), sum(aligner_work))
     return out
 
@@ -95,18 +94,14 @@ def _aligner_work(result: dict) -> tuple[float, float]:
     )
 
 
-def _aligner_rates(result: dict, work: tuple[float, float], limits: dict) -> dict:
-    """The aligner's encoder and prefill (`work`: their FLOPs) in GOP/s and against the int8
-    GEMM."""
+def _aligner_rates(result: dict, work: tuple[float, float]) -> dict:
+    """The aligner's encoder and prefill (`work`: their FLOPs) in GOP/s."""
     detail = result.get("alignment_detail_s") or {}
     out = {}
     for stage, flops in zip(("encoder", "prefill"), work, strict=True):
         seconds = detail.get(f"{stage}_s")
         if flops and seconds:
             out[f"aligner_{stage}_gops"] = flops / seconds / 1e9
-    int8 = limits.get("int8_gemm_gops")
-    if int8:
-        out |= {f"{name}_vs_int8_gemm": value / int8 for name, value in list(out.items())}
     return out
 
 
