@@ -7,6 +7,7 @@ that the exporter never imports torch.
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 import textwrap
@@ -18,7 +19,12 @@ import onnxruntime as ort
 import pytest
 
 from qwenscribe.convert.checkpoint import Checkpoint
-from qwenscribe.convert.onnx_encoder import build_frontend, write_encoder_onnx
+from qwenscribe.convert.onnx_encoder import (
+    backend_filename,
+    build_frontend,
+    encoder_files,
+    write_encoder_onnx,
+)
 from qwenscribe.convert.onnx_graph import PRECISIONS
 
 SAMPLE_RATE = 16000
@@ -334,8 +340,43 @@ def test_precisions_are_really_different_files(onnx_folder):
     assert int4_frontend.count("MatMulNBits") == 1  # conv_out
     # The attention products (both inputs computed) stay float MatMuls in the quantized files.
     assert "MatMul" in _ops(onnx_folder / "encoder_backend.int4.onnx")
-    sizes = {p: (onnx_folder / f"encoder_backend.{p}.onnx").stat().st_size for p in PRECISIONS}
+    sizes = {p: _weight_bytes(onnx_folder / backend_filename(p)) for p in PRECISIONS}
     assert sizes["fp32"] > sizes["fp16"] > sizes["int8"] > sizes["int4"]
+
+
+def _weight_bytes(path: Path) -> int:
+    """The bytes of a graph's weights, inside the file or beside it (not the side file's size,
+    which holds the gaps that align each weight)."""
+    model = onnx.load(str(path), load_external_data=False)
+    return sum(
+        int({e.key: e.value for e in t.external_data}["length"])
+        if t.data_location == onnx.TensorProto.EXTERNAL
+        else len(t.raw_data)
+        for t in model.graph.initializer
+    )
+
+
+def test_encoder_weights_are_mapped_from_aligned_side_files(onnx_folder: Path) -> None:
+    """Every precision, the quantizer's (int8, int4) included: each weight of 1 KiB or more is
+    in the side file, on a 64 KiB boundary, and nothing else is in the file."""
+    for precision in PRECISIONS:
+        names = encoder_files(precision)
+        for graph_name, data_name in zip(names[::2], names[1::2], strict=True):
+            model = onnx.load(str(onnx_folder / graph_name), load_external_data=False)
+            spans = []
+            for tensor in model.graph.initializer:
+                if tensor.data_location != onnx.TensorProto.EXTERNAL:
+                    assert len(tensor.raw_data) < 1024, (graph_name, tensor.name)
+                    continue
+                entry = {item.key: item.value for item in tensor.external_data}
+                assert entry["location"] == data_name
+                spans.append((int(entry["offset"]), int(entry["length"])))
+            assert spans, graph_name
+            assert all(offset % 65536 == 0 for offset, _ in spans), graph_name
+            spans.sort()
+            assert all(a + n <= b for (a, n), (b, _) in itertools.pairwise(spans))
+            end = spans[-1][0] + spans[-1][1]
+            assert (onnx_folder / data_name).stat().st_size == end
 
 
 # (min cosine, max abs error) against fp32 on 12 s of speech, tiny random checkpoint (seed 0).
@@ -397,30 +438,21 @@ def test_exporter_never_imports_torch(checkpoints, tmp_path):
 
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
-def test_models_over_the_protobuf_limit_keep_weights_beside_them(
+def test_models_over_the_protobuf_limit_convert_the_same(
     checkpoints, tmp_path, monkeypatch, encoders, precision
 ):
-    """Above 2 GiB the weights go to `<file>.data`; the outputs are the same as single files."""
+    """Above 2 GiB even the float graph handed to the int8 quantizer keeps its weights beside
+    it; the encoder written is the same, and writing it again leaves only its own files."""
     import qwenscribe.convert.onnx_graph as onnx_graph
 
     monkeypatch.setattr(onnx_graph, "_SINGLE_FILE_LIMIT", 10_000)  # the tiny model is larger
     big = export(checkpoints[("asr", "hf")], tmp_path, precision)
-    names = sorted(path.name for path in tmp_path.iterdir())
-    assert names == [
-        f"encoder_backend.{precision}.onnx",
-        f"encoder_backend.{precision}.onnx.data",
-        f"encoder_frontend.{precision}.onnx",
-        f"encoder_frontend.{precision}.onnx.data",
-    ]
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted(encoder_files(precision))
     rng = np.random.default_rng(5)
     chunks, tokens = rng.normal(size=(2, 128, CHUNK)), rng.normal(size=(120, 64))
     single = encoders[precision]
     np.testing.assert_array_equal(big.chunk_embeddings(chunks), single.chunk_embeddings(chunks))
     np.testing.assert_array_equal(big.encode_tokens(tokens), single.encode_tokens(tokens))
-    # Exported again under the normal limit: single files, and no stale side files left.
     monkeypatch.setattr(onnx_graph, "_SINGLE_FILE_LIMIT", 1 << 40)
     export(checkpoints[("asr", "hf")], tmp_path, precision)
-    assert sorted(path.name for path in tmp_path.iterdir()) == [
-        f"encoder_backend.{precision}.onnx",
-        f"encoder_frontend.{precision}.onnx",
-    ]
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted(encoder_files(precision))

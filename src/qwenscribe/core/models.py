@@ -25,7 +25,7 @@ from qwenscribe.convert.convert import (
 from qwenscribe.convert.gguf_decoder import TOKEN_EMBEDDINGS_FILE
 from qwenscribe.convert.onnx_aligner import aligner_scorer_filename
 from qwenscribe.convert.onnx_decoder import DECODER_QUANTS, recognizer_decoder_files
-from qwenscribe.convert.onnx_encoder import backend_filename, frontend_filename
+from qwenscribe.convert.onnx_encoder import encoder_files
 from qwenscribe.convert.onnx_graph import PRECISIONS
 from qwenscribe.errors import ModelError
 from qwenscribe.model.architecture import Kind
@@ -72,7 +72,7 @@ def _wrong_kind(model: str | Path, found: str | None, kind: Kind) -> ModelError:
 
 def hybrid_files(kind: Kind, precision: str, quant: str) -> list[str]:
     """The files the hybrid runtime opens for a model of `kind`."""
-    encoder = [frontend_filename(precision), backend_filename(precision)]
+    encoder = encoder_files(precision)
     if kind == "asr":
         if quant in PRECISIONS:  # an ONNX decoder is fed embeddings looked up in the table
             return [*encoder, *recognizer_decoder_files(quant), TOKEN_EMBEDDINGS_FILE]
