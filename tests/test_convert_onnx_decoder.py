@@ -193,6 +193,26 @@ def test_quantized_decoders_stay_close(
     assert agree >= least_agreement
 
 
+def test_a_finished_decoder_frees_its_cache_and_starts_again_the_same(decoders) -> None:
+    """The cache is one buffer (freed whole, it goes back to the system at once), dropped when
+    the last sequence finishes; a new start builds it again and gives the same logits."""
+    decoder = sequences(decoders, "fp32")
+    width = decoder.hidden_size
+    requests = [make_request(rows, seed, width) for seed, rows in ((8, 20), (9, 33))]
+    tokens = [forced_tokens(8), forced_tokens(9)]
+    logits = decoder.start(requests)
+    buffers = decoder._keys + decoder._values
+    assert all(buffer.base is buffers[0].base for buffer in buffers)
+    decoder.finish([0, 1])
+    assert decoder._keys == decoder._values == []
+    first = decode(decoder, requests, tokens)
+    assert decoder._keys != []  # not finished by `decode`
+    again = decode(decoder, requests, tokens)
+    for seq in range(2):
+        np.testing.assert_array_equal(logits[seq], first[seq][0])
+        np.testing.assert_array_equal(np.stack(first[seq]), np.stack(again[seq]))
+
+
 def test_the_token_table_is_the_checkpoints_embeddings(decoders, table) -> None:
     """float16 holds every bfloat16 weight of ordinary size exactly; below float16's smallest
     normal number (6.1e-5) it keeps steps of 6e-8."""

@@ -218,6 +218,32 @@ def test_low_memory_returns_the_recognizers_memory_before_the_aligner_loads(
         assert steps == ["close recognizer", "trim", "load aligner", "trim"]
 
 
+def test_low_memory_closes_the_encoder_while_the_decoder_runs(
+    checkpoints, data_dir, tmp_path, monkeypatch
+):
+    """Its weights and arenas leave the decoder's peak; it opens again for each batch, and the
+    text is the one an engine that keeps it open gives."""
+    monkeypatch.setenv("QWENSCRIBE_HOME", str(tmp_path))
+    config = aligning_config(checkpoints, max_chunk_s=4.0, parallel_sequences=1)
+    clip = (decode_audio(data_dir / "en_long.flac"), RATE)
+    with QwenASREngine(config, align=False) as engine:
+        kept_open = engine.transcribe(clip, language="en")
+    with QwenASREngine(config, align=False, low_memory=True) as engine:
+        runtime = engine.runtime
+        sessions_at_prefill = []
+        start = runtime.decoder.start
+
+        def logged_start(requests):
+            sessions_at_prefill.append(len(runtime.encoder.sessions))
+            return start(requests)
+
+        runtime.decoder.start = logged_start
+        released = engine.transcribe(clip, language="en")
+    assert [s.text for s in released.segments] == [s.text for s in kept_open.segments]
+    assert len(sessions_at_prefill) == len(released.segments) > 1
+    assert set(sessions_at_prefill) == {0}
+
+
 def test_chunks_longer_than_the_aligner_reaches_are_refused():
     with pytest.raises(Exception, match="at most 400 s"):
         ASREngineConfig(align=True, max_chunk_s=600).validate()

@@ -76,6 +76,7 @@ def _engine_config(config: RunConfig, files: dict):
         min_new_tokens=1,
         repetition_guard=False,
         decode_full_budget=True,
+        low_memory=config.low_memory,  # what the recognizer does in that mode (align: below)
     )
 
 

@@ -81,8 +81,9 @@ class ASREngineConfig:
     align: bool = False
     # One model in memory at a time: a call's inputs are recognized first, then the recognizer is
     # released and the aligner loaded for their word times (and released in turn; the next call
-    # loads the recognizer again). Peak memory of one model instead of two, ~2 s of loading a
-    # call, and segments arrive (with their words) only after the whole call is recognized.
+    # loads the recognizer again); the recognizer's encoder is closed while its decoder runs.
+    # Peak memory of one model instead of two, ~2 s of loading a call, and segments arrive
+    # (with their words) only after the whole call is recognized.
     low_memory: bool = False
     aligner_model: str = "aligner"
     # The aligner decoder's file, as decoder_quant; None: the same default.
@@ -288,6 +289,7 @@ class QwenASREngine:
                     threads=config.threads,
                     flash_attention=config.flash_attention,
                     f32_kv_cache=config.exact_kv_cache,
+                    release_encoder=config.low_memory,
                 )
             )
         else:

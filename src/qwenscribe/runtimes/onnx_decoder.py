@@ -66,9 +66,11 @@ class OnnxSequences:
         """Prefill every prompt into a fresh cache; the logits after each prompt."""
         d = self.decoder
         capacity = max(len(r.prompt_ids) + r.max_new_tokens for r in requests)
-        shape = (len(requests), d.kv_heads, capacity, d.head_dim)
-        self._keys = [np.zeros(shape, np.float32) for _ in range(d.layers)]
-        self._values = [np.zeros(shape, np.float32) for _ in range(d.layers)]
+        # One allocation for every layer's keys and values: over glibc's largest mmap threshold
+        # (32 MB) it is always mapped on its own, so freeing it hands the pages back to the
+        # system at once (a buffer per layer was left in the heap: 240 MB still resident).
+        cache = np.zeros((2, d.layers, len(requests), d.kv_heads, capacity, d.head_dim), np.float32)
+        self._keys, self._values = list(cache[0]), list(cache[1])
         self._slots = list(range(len(requests)))
         self._lengths = [0] * len(requests)
         logits = []
@@ -97,6 +99,8 @@ class OnnxSequences:
             for buffer in (*self._keys, *self._values):
                 buffer[slot : count - 1] = buffer[slot + 1 : count]  # numpy handles the overlap
             del self._slots[slot], self._lengths[slot]
+        if not self._slots:  # free the cache now, not at the next start (it is ~240 MB
+            self._keys, self._values = [], []  # for two 30-s chunks of the 0.6B)
 
     def _run(self, first: int, end: int, rows: np.ndarray, lengths: list[int]) -> np.ndarray:
         """Feed `rows` [sequences, rows, hidden] to slots first .. end - 1, which then hold

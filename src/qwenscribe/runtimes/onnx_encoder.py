@@ -26,16 +26,23 @@ FRONTEND_BATCH = 1
 
 class OnnxAudioEncoder:
     def __init__(self, folder: Path, precision: str, provider: str, threads: int) -> None:
-        self.sessions = [
-            open_session(folder / filename, precision, provider, threads)
-            for filename in (frontend_filename(precision), backend_filename(precision))
+        self._files = [
+            folder / name for name in (frontend_filename(precision), backend_filename(precision))
         ]
-        self.frontend, self.backend = self.sessions
+        self._open_args = (precision, provider, threads)
+        self.sessions: list = []
+        self._open()  # now, so a missing or damaged file is reported at load
         self.seconds = 0.0
+
+    def _open(self) -> None:
+        self.sessions = [open_session(path, *self._open_args) for path in self._files]
+        self.frontend, self.backend = self.sessions
 
     def encode(self, mel: np.ndarray) -> np.ndarray:
         """Audio embeddings [tokens, hidden] of one log-mel [128, frames]."""
         started = time.perf_counter()
+        if not self.sessions:  # released (low memory): the weights are mapped again
+            self._open()
         frames = mel.shape[1]
         chunks = pad_to_chunks(mel)
         pieces = [
@@ -50,7 +57,11 @@ class OnnxAudioEncoder:
         self.seconds += time.perf_counter() - started
         return embeddings
 
-    def close(self) -> None:
-        """Let ONNX Runtime free the sessions (their weights and arena) now."""
+    def release(self) -> None:
+        """Free the sessions (their weights' pages and arenas) until the next `encode` opens
+        them again: ~0.1-0.2 s, the weights being mapped from their side files."""
         self.sessions = []
         self.frontend = self.backend = None
+
+    def close(self) -> None:
+        self.release()
