@@ -17,7 +17,7 @@ import pytest
 from qwenscribe.bench import costs
 from qwenscribe.bench.limits import onnxruntime_int8_gops
 from qwenscribe.bench.plan import PlanOptions, plan_runs
-from qwenscribe.bench.report import analyse, derived, markdown_report
+from qwenscribe.bench.report import analyse, derived, load_s, markdown_report
 from qwenscribe.errors import DeviceError
 from qwenscribe.model.architecture import architecture
 from qwenscribe.runtimes import cpu
@@ -150,8 +150,7 @@ def _result(label_parts: dict, total_s: float, **extra) -> dict:
     )
     return {
         "config": config,
-        "load_s": 0.5,
-        "aligner_load_s": 0.5,
+        "load_s": 1.0,  # both models
         "audio_s": 60.0,
         "chunks": 2,
         "stages_s": {
@@ -210,6 +209,8 @@ def test_ratios_against_transformers_and_the_machines_limits() -> None:
     assert targets["peak_rss_mb"]["met"] is True  # 1200 <= 1536
     assert targets["speedup_over_best_transformers"]["met"] is True  # 4x >= 3x
     assert targets["load_s"]["value"] == 1.0
+    # Results from before the models loaded side by side kept the aligner's load apart.
+    assert load_s({"load_s": 0.25, "aligner_load_s": 0.5}) == 0.75
     report |= {
         "analysis": analysis,
         "created": "now",

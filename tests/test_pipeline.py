@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import threading
 
 import pysubs2
 import pytest
@@ -20,6 +21,7 @@ import webvtt
 from qwenscribe.audio.decode import decode_audio
 from qwenscribe.core.align import AlignerConfig, ForcedAligner
 from qwenscribe.core.engine import ASREngineConfig, QwenASREngine
+from qwenscribe.errors import ModelError
 from qwenscribe.model.tokenizer import load_tokenizer
 from qwenscribe.pipeline import SubtitleOptions, transcribe_to_files
 from qwenscribe.subtitles.shaping import shape_cues
@@ -242,6 +244,39 @@ def test_low_memory_closes_the_encoder_while_the_decoder_runs(
     assert [s.text for s in released.segments] == [s.text for s in kept_open.segments]
     assert len(sessions_at_prefill) == len(released.segments) > 1
     assert set(sessions_at_prefill) == {0}
+
+
+def test_the_aligner_loads_beside_the_recognizer_after_both_are_converted(
+    checkpoints, tmp_path, monkeypatch
+):
+    """Files are found (converted: memory-hungry) one model at a time in the caller's thread;
+    only the opening overlaps, and an error while opening the aligner reaches the caller."""
+    monkeypatch.setenv("QWENSCRIBE_HOME", str(tmp_path))
+    threads: list[tuple[str, str]] = []
+    files, load = ForcedAligner.files, ForcedAligner.load
+
+    def logged_files(config):
+        threads.append(("files", threading.current_thread().name))
+        return files(config)
+
+    def logged_load(config, found=None):
+        threads.append(("load", threading.current_thread().name))
+        return load(config, found)
+
+    monkeypatch.setattr(ForcedAligner, "files", staticmethod(logged_files))
+    monkeypatch.setattr(ForcedAligner, "load", staticmethod(logged_load))
+    with QwenASREngine(aligning_config(checkpoints)) as engine:
+        assert engine.aligner is not None
+    assert threads[0] == ("files", "MainThread")
+    assert threads[1][0] == "load"
+    assert threads[1][1].startswith("qwenscribe-load")
+
+    def broken(config, found=None):
+        raise ModelError("The aligner file is damaged.", "Convert it again.")
+
+    monkeypatch.setattr(ForcedAligner, "load", staticmethod(broken))
+    with pytest.raises(ModelError, match="damaged"):
+        QwenASREngine(aligning_config(checkpoints))
 
 
 def test_chunks_longer_than_the_aligner_reaches_are_refused():

@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal, Protocol
 
 import numpy as np
@@ -234,13 +233,27 @@ class ForcedAligner:
         self.tokenizer = tokenizer
 
     @classmethod
-    def load(cls, config: AlignerConfig | None = None) -> ForcedAligner:
-        """An aligner on the runtime `config` names, its model found or converted as needed."""
+    def load(
+        cls, config: AlignerConfig | None = None, files: ModelFiles | None = None
+    ) -> ForcedAligner:
+        """An aligner on the runtime `config` names, its model found or converted as needed
+        (`files`: found already, by `ForcedAligner.files`)."""
         from qwenscribe.model.tokenizer import load_tokenizer
 
         config = config or AlignerConfig()
-        runtime, folder = _load_runtime(config)
-        return cls(runtime, load_tokenizer(folder))
+        files = files or cls.files(config)
+        return cls(_load_runtime(config, files), load_tokenizer(files.folder))
+
+    @staticmethod
+    def files(config: AlignerConfig) -> ModelFiles:
+        """The files the runtime `config` names reads: converted (hybrid) or downloaded first
+        where need be."""
+        if config.runtime == "hybrid":
+            quant = config.quant or default_decoder_quant(config.device)
+            return aligner_model_files(config.model, config.encoder_precision, quant)
+        if config.runtime == "transformers":
+            return aligner_checkpoint_files(config.model)
+        raise InputError(f"Unknown runtime {config.runtime!r}.", "Use 'hybrid' or 'transformers'.")
 
     def scores(self, samples: np.ndarray, words: Sequence[str]) -> np.ndarray:
         """The aligner's logits [2 x len(words), 5000] for the chunk `samples` (16 kHz)."""
@@ -329,35 +342,30 @@ def aligner_checkpoint_files(model: str = DEFAULT_ALIGNER) -> ModelFiles:
     return checkpoint_files(model, kind="aligner")
 
 
-def _load_runtime(config: AlignerConfig) -> tuple[AlignerRuntime, Path]:
+def _load_runtime(config: AlignerConfig, files: ModelFiles) -> AlignerRuntime:
     if config.runtime == "hybrid":
         from qwenscribe.runtimes.aligner_hybrid import HybridAligner, HybridAlignerSettings
 
-        quant = config.quant or default_decoder_quant(config.device)
-        files = aligner_model_files(config.model, config.encoder_precision, quant)
         settings = HybridAlignerSettings(
             folder=files.folder,
-            quant=quant,
+            quant=config.quant or default_decoder_quant(config.device),
             encoder_precision=config.encoder_precision,
             device=config.device,
             threads=config.threads,
             flash_attention=config.flash_attention,
             f32_kv_cache=config.exact_kv_cache,
         )
-        return HybridAligner(settings), files.folder
-    if config.runtime == "transformers":
-        from qwenscribe.runtimes.aligner_transformers import (
-            TransformersAligner,
-            TransformersAlignerSettings,
-        )
+        return HybridAligner(settings)
+    from qwenscribe.runtimes.aligner_transformers import (
+        TransformersAligner,
+        TransformersAlignerSettings,
+    )
 
-        files = aligner_checkpoint_files(config.model)
-        settings = TransformersAlignerSettings(
-            folder=files.folder,
-            device=config.device,
-            dtype=config.dtype,
-            attn_implementation=config.attn_implementation,
-            threads=config.threads,
-        )
-        return TransformersAligner(settings), files.folder
-    raise InputError(f"Unknown runtime {config.runtime!r}.", "Use 'hybrid' or 'transformers'.")
+    settings = TransformersAlignerSettings(
+        folder=files.folder,
+        device=config.device,
+        dtype=config.dtype,
+        attn_implementation=config.attn_implementation,
+        threads=config.threads,
+    )
+    return TransformersAligner(settings)

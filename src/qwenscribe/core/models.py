@@ -31,6 +31,7 @@ from qwenscribe.errors import ModelError
 from qwenscribe.model.architecture import Kind
 from qwenscribe.model.resolve import ResolvedModel, resolve_model
 from qwenscribe.paths import converted_models_dir
+from qwenscribe.runtimes.devices import device_kind
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ def default_decoder_quant(device: str) -> str:
     10.4-12.0 s), for ~1.5 s more loading per decoder (pre-packing its weights) once per
     process; q8_0 GGUF on a GPU, where llama.cpp offloads every layer (the recognizer's ONNX
     decoder runs on the CPU)."""
-    return "int8" if device.split(":", 1)[0].lower() == "cpu" else "q8_0"
+    return "int8" if device_kind(device) == "cpu" else "q8_0"
 
 
 def _check_choice(value: str, choices: tuple[str, ...], what: str) -> None:

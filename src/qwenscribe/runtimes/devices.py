@@ -21,11 +21,16 @@ ONNX_PROVIDERS = {
 }
 
 
+def device_kind(device: str) -> str:
+    """ "cuda" for "cuda:1": the kind of hardware, without the index."""
+    return device.split(":", 1)[0].lower()
+
+
 def onnx_provider(device: str) -> str:
     """The ONNX Runtime provider for `device`, if the installed onnxruntime offers it."""
     import onnxruntime
 
-    name = device.split(":", 1)[0].lower()
+    name = device_kind(device)
     if name not in ONNX_PROVIDERS:
         raise DeviceError(
             f"Unknown device {device!r}.", f"Use one of: {', '.join(ONNX_PROVIDERS)}."
