@@ -38,7 +38,9 @@ class OnnxDecoder:
             raise ModelError(f"{folder} has no decoder file {self.path.name}.", "Convert it again.")
         # The CPU provider always: the int8 graph's products have no GPU kernels, and on a GPU
         # the GGUF decoder (llama.cpp, offloaded whole) is the one to use.
-        self.session = open_session(self.path, precision, _CPU, threads, prepack=True)
+        self.session = open_session(
+            self.path, precision, _CPU, threads, prepack=True, spinning=True
+        )
         names = ("hidden", "layers", "heads", "kv_heads", "head_dim", "vocab")
         facts = graph_facts(self.session, self.path, names, "a decoder")
         self.hidden_size, self.layers, self.heads, self.kv_heads, self.head_dim = facts[:5]

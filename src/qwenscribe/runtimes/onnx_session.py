@@ -30,10 +30,18 @@ def block_rows(rows: int, heads: int, width: int | None = None, budget: int | No
     return max(MIN_BLOCK_ROWS, min(rows, budget // per_row))
 
 
-def _configure(options: Any, threads: int) -> None:
+def _configure(options: Any, threads: int, spinning: bool = False) -> None:
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
+    # A session's idle worker threads spin-wait for its next call by default, taking a core
+    # from whichever session runs next. With the six sessions of a recognizer and an aligner on
+    # 2 cores, the aligner's encoder then took 2.8-3.3 s a minute instead of 1.9-2.0 (alignment
+    # 7.2-7.8 s against 5.5-5.6; 0.6B, two runs each). Only a session whose calls follow each
+    # other closely keeps spinning: the recognizer's decoder, whose generation steps are calls
+    # of tiny products (32-36 ms against 39.5 ms a step at 2 sequences with spinning).
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
 
 
 def packed_graph(path: Path, threads: int) -> Path:
@@ -55,18 +63,24 @@ def graph_facts(session: Any, path: Path, names: tuple[str, ...], what: str) -> 
 
 
 def open_session(
-    path: Path, precision: str, provider: str, threads: int, prepack: bool | None = None
+    path: Path,
+    precision: str,
+    provider: str,
+    threads: int,
+    prepack: bool | None = None,
+    spinning: bool = False,
 ) -> Any:
     """An `onnxruntime.InferenceSession` of `path`, or a ModelError that says what to do.
 
     One thread pool of `threads` (the graphs are a single chain: nothing to run side by side),
     and only ONNX Runtime's errors in the log: its warnings are not the user's business.
     `prepack`: copy the weights into the kernels' layout at load; None: for int4 only (below).
+    `spinning`: idle threads wait for the next call spinning (see `_configure`).
     """
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
-    _configure(options, threads)
+    _configure(options, threads, spinning)
     # Pre-packing copies weights into the kernels' layout, which MatMulNBits needs (int4 40 %
     # slower without; the decoders' 8-bit blocks 1.7x): the decoders ask for it. Elsewhere it
     # cost more than it gave, measured with 2 threads: the 0.6B int8 encoder 9 % faster but
