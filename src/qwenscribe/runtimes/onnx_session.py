@@ -37,10 +37,13 @@ def _configure(options: Any, threads: int, spinning: bool = False) -> None:
     # A session's idle worker threads spin-wait for its next call by default, taking a core
     # from whichever session runs next. With the six sessions of a recognizer and an aligner on
     # 2 cores, the aligner's encoder then took 2.8-3.3 s a minute instead of 1.9-2.0 (alignment
-    # 7.2-7.8 s against 5.5-5.6; 0.6B, two runs each). Only a session whose calls follow each
-    # other closely keeps spinning: the recognizer's decoder, whose generation steps are calls
-    # of tiny products (32-36 ms against 39.5 ms a step at 2 sequences with spinning).
-    if not spinning:
+    # 7.2-7.8 s against 5.5-5.6; 0.6B, two runs each). Only the recognizer's decoder spins, its
+    # generation steps being calls of tiny products (32-36 ms a step at 2 sequences against
+    # 39.5 without), and it stops spinning at the end of each call (no cost measured: 36.2
+    # against 36.4 ms a step), so that the aligner running after it has both cores.
+    if spinning:
+        options.add_session_config_entry("session.force_spinning_stop", "1")
+    else:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
 
 
