@@ -249,7 +249,7 @@ class ForcedAligner:
         """The files the runtime `config` names reads: converted (hybrid) or downloaded first
         where need be."""
         if config.runtime == "hybrid":
-            quant = config.quant or default_decoder_quant(config.device)
+            quant = config.decoder_file_quant
             return aligner_model_files(config.model, config.encoder_precision, quant)
         if config.runtime == "transformers":
             return aligner_checkpoint_files(config.model)
@@ -329,6 +329,11 @@ class AlignerConfig:
     dtype: str = "float32"
     attn_implementation: str | None = None
 
+    @property
+    def decoder_file_quant(self) -> str:
+        """The decoder file the hybrid runtime opens: quant, or the device's default."""
+        return self.quant or default_decoder_quant(self.device)
+
 
 def aligner_model_files(
     model: str = DEFAULT_ALIGNER, precision: str = "int8", quant: str = "int8"
@@ -348,7 +353,7 @@ def _load_runtime(config: AlignerConfig, files: ModelFiles) -> AlignerRuntime:
 
         settings = HybridAlignerSettings(
             folder=files.folder,
-            quant=config.quant or default_decoder_quant(config.device),
+            quant=config.decoder_file_quant,
             encoder_precision=config.encoder_precision,
             device=config.device,
             threads=config.threads,

@@ -64,4 +64,5 @@ class OnnxAudioEncoder:
         self.frontend = self.backend = None
 
     def close(self) -> None:
+        """Free the sessions now (as `release`: an encoder used again reopens them)."""
         self.release()
