@@ -209,6 +209,12 @@ def test_ratios_against_transformers_and_the_machines_limits() -> None:
     assert targets["peak_rss_mb"]["met"] is True  # 1200 <= 1536
     assert targets["speedup_over_best_transformers"]["met"] is True  # 4x >= 3x
     assert targets["load_s"]["value"] == 1.0
+    # Each target that has one says its value at the bound, the run's own.
+    assert targets["real_time_factor"]["at_bound"] == hybrid["bound_real_time_factor"]
+    assert targets["alignment_share_of_recognition"]["at_bound"] == pytest.approx(
+        hybrid["bound_alignment_share"]
+    )
+    assert "at_bound" not in targets["load_s"]
     # Results from before the models loaded side by side kept the aligner's load apart.
     assert load_s({"load_s": 0.25, "aligner_load_s": 0.5}) == 0.75
     report |= {
@@ -228,6 +234,7 @@ def test_ratios_against_transformers_and_the_machines_limits() -> None:
     assert "| hybrid int8 + q8_0 |" in markdown
     assert "| hybrid int4 + q4_0 | failed |" in markdown
     assert "4.00" in markdown  # the speedup column
+    assert "| check | value | target | met | at the bound |" in markdown
 
 
 def test_the_bound_puts_every_product_at_the_fastest_gemm_and_every_step_at_the_bandwidth() -> None:
@@ -260,6 +267,14 @@ def test_the_bound_puts_every_product_at_the_fastest_gemm_and_every_step_at_the_
     assert derived(result, limits | {"int8_gemm_gops": None})["bound_compute_s"] == pytest.approx(
         figures["bound_compute_s"] * 700.0 / 200.0
     )
+    # The aligner's share at the bound: its products (what alignment adds to the products)
+    # against recognition's products and steps (the run without alignment).
+    aligner_s = figures["bound_compute_s"] - unaligned["bound_compute_s"]
+    recognition_s = unaligned["bound_compute_s"] + unaligned["bound_generation_s"]
+    assert figures["bound_alignment_share"] == pytest.approx(aligner_s / recognition_s)
+    assert "bound_alignment_share" not in unaligned
+    # Faster products shrink the aligner's time but not the steps: its share falls.
+    assert faster["bound_alignment_share"] < figures["bound_alignment_share"]
 
 
 def test_the_int8_gemm_limit_is_measured_on_onnxruntime() -> None:
