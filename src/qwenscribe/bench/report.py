@@ -121,8 +121,8 @@ def _bound(result: dict, limits: dict, step_ms: float | None, aligner_flops: flo
     side_by_side = max(1, min(result["chunks"], result["config"]["parallel_sequences"]))
     steps = -(-result["generated_tokens"] // side_by_side)
     generation_s = steps * step_ms / 1e3
-    recognition_s = recognizer_flops / (gemm * 1e9) + generation_s
-    compute_s = (recognizer_flops + aligner_flops) / (gemm * 1e9)
+    recognizer_s, aligner_s = recognizer_flops / (gemm * 1e9), aligner_flops / (gemm * 1e9)
+    compute_s = recognizer_s + aligner_s
     bound_rtf = (compute_s + generation_s) / result["audio_s"]
     out = {
         "bound_compute_s": compute_s,
@@ -134,7 +134,7 @@ def _bound(result: dict, limits: dict, step_ms: float | None, aligner_flops: flo
         # The aligner's share when both models run at the bound: what the target of a third
         # can be at all with this audio and text (its products against recognition's products
         # and steps), whatever the kernels.
-        out["bound_alignment_share"] = aligner_flops / (gemm * 1e9) / recognition_s
+        out["bound_alignment_share"] = aligner_s / (recognizer_s + generation_s)
     return out
 
 
