@@ -288,7 +288,7 @@ def check_disk_space(minimum: int = LOW_DISK_BYTES) -> Check:
             "disk space",
             WARN,
             detail,
-            f"Models need several GB (the 1.7B one about {5} GB with its conversions): free "
+            "Models need several GB (the 1.7B one about 5 GB with its conversions): free "
             "some space or set QWENSCRIBE_HOME to a larger disk.",
             required=False,
         )
