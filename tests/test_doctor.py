@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 from types import SimpleNamespace
 
 import pytest
@@ -148,10 +147,8 @@ def test_doctor_quick_command(app):
     assert "all required checks pass" in result.output
 
 
-def test_doctor_with_self_test_in_json_under_a_minute(app):
-    started = time.perf_counter()
+def test_doctor_with_self_test_in_json(app):
     result = runner.invoke(app, ["doctor", "--json"])
-    assert time.perf_counter() - started < 60
     assert result.exit_code == 0, result.output
     data = json.loads(result.output[result.output.index("{") :])
     assert data["ok"] is True
