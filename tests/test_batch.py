@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from qwenscribe.batch import InputFile, expand_inputs, plan_outputs, read_list_file
+from qwenscribe import batch
+from qwenscribe.batch import (
+    InputFile,
+    check_destinations,
+    expand_inputs,
+    plan_outputs,
+    read_list_file,
+)
 from qwenscribe.errors import InputError
 
 
@@ -146,6 +153,31 @@ def test_an_output_never_replaces_an_input(tmp_path):
     }
     for plan in plans:
         assert transcript not in plan.outputs.values()
+
+
+def test_output_folders_that_do_not_exist_yet_are_accepted(library, tmp_path):
+    items = expand_inputs([library], recursive=True)
+    check_destinations(plan_outputs(items, ["srt"], tmp_path / "new" / "deeper"))
+    assert not (tmp_path / "new").exists()  # checked, not created: the writers make it
+
+
+def test_a_file_given_as_the_output_folder_is_refused(library, tmp_path):
+    (blocker,) = touch(tmp_path, "out.wav")
+    intro = [InputFile(library / "intro.mp3")]
+    with pytest.raises(InputError, match=r"out\.wav is a file, not a folder\. Give"):
+        check_destinations(plan_outputs(intro, ["srt"], blocker))
+    items = [InputFile(library / "album1" / "01.flac", root=library)]  # to out.wav/album1
+    with pytest.raises(InputError, match=r"is a file, not a folder, so .*album1 cannot be made"):
+        check_destinations(plan_outputs(items, ["srt"], blocker))
+
+
+def test_an_output_folder_without_write_permission_is_refused(library, monkeypatch):
+    refused = library / "album1"
+    monkeypatch.setattr(batch.os, "access", lambda path, mode: Path(path) != refused)
+    items = expand_inputs([library], recursive=True)
+    with pytest.raises(InputError, match=r"Cannot write in .*album1") as error:
+        check_destinations(plan_outputs(items, ["srt"]))
+    assert "--output-dir" in error.value.hint
 
 
 def test_album_folder_is_the_first_level_below_the_folder_argument(library):

@@ -331,6 +331,26 @@ def test_two_inputs_with_one_output_name_are_refused(data_dir, checkpoints, tmp_
     assert "would both be written to" in result.output
 
 
+def test_a_file_as_output_folder_is_refused_before_any_model_loads(data_dir, tmp_path):
+    blocker = tmp_path / "out.srt"
+    blocker.write_text("", encoding="utf-8")
+    speech = data_dir / "en_speech.wav"
+    absent = tmp_path / "no-such-model"  # a model problem would exit 3: the output comes first
+    args = ["transcribe", str(speech), "-o", str(blocker), "--model", str(absent)]
+    result = runner.invoke(app, args, env={"COLUMNS": "300"})
+    assert result.exit_code == 4, result.output
+    assert "is a file, not a folder" in result.output
+    assert "Traceback" not in result.output
+
+    transcript = tmp_path / "talk.json"
+    transcript.write_text("{}", encoding="utf-8")  # not read: the output folder is refused first
+    render = runner.invoke(
+        app, ["render", str(transcript), "-o", str(blocker)], env={"COLUMNS": "300"}
+    )
+    assert render.exit_code == 4
+    assert "is a file, not a folder" in render.output
+
+
 def test_render_from_the_json_transcribe_wrote(data_dir, checkpoints, tmp_path):
     out = tmp_path / "out"
     made = _transcribe(checkpoints, tmp_path, data_dir / "en_speech.wav", "-f", "json", "-o", out)

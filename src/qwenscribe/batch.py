@@ -262,6 +262,36 @@ def plan_outputs(
     return plans
 
 
+def check_destinations(plans: Sequence[OutputPlan]) -> None:
+    """Refuses, before any work, output folders that cannot be written.
+
+    A folder that does not exist yet is fine when the nearest existing folder above it is
+    writable (the writers create it); a file where a folder should be, or a folder this user may
+    not write in, raises `InputError` naming it.
+    """
+    checked: set[Path] = set()
+    for plan in plans:
+        for target in plan.outputs.values():
+            folder = target.parent
+            if folder in checked:
+                continue
+            checked.add(folder)
+            existing = folder
+            while not existing.exists() and existing != existing.parent:
+                existing = existing.parent
+            if not existing.is_dir():
+                within = "" if existing == folder else f", so {folder} cannot be made"
+                raise InputError(
+                    f"{existing} is a file, not a folder{within}.",
+                    "Give --output-dir a folder, or a path that does not exist yet.",
+                )
+            if not os.access(existing, os.W_OK | os.X_OK):
+                raise InputError(
+                    f"Cannot write in {existing} (no permission).",
+                    "Choose a folder you can write in with --output-dir.",
+                )
+
+
 def _destination(item: InputFile, output_dir: Path | None) -> Path:
     if output_dir is None:
         return item.path.parent

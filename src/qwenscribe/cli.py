@@ -32,7 +32,7 @@ from rich.text import Text
 
 from qwenscribe import __version__
 from qwenscribe.audio.vad import VADOptions
-from qwenscribe.batch import expand_inputs, plan_outputs
+from qwenscribe.batch import check_destinations, expand_inputs, plan_outputs
 from qwenscribe.cli_common import DecoderQuantsOption, EncoderPrecisionsOption, stderr, stdout
 from qwenscribe.core.transcript import Stats
 from qwenscribe.errors import InputError, NoAudioError, QwenScribeError
@@ -605,6 +605,7 @@ def transcribe(
     shaping.for_language(None)  # contradictory settings fail here, before any work
     forced_language = language_name(language) if language else None
     plans = plan_outputs(items, wanted, output_dir)
+    check_destinations(plans)
     config = ASREngineConfig(
         model=model,
         runtime=runtime,  # type: ignore[arg-type]
@@ -743,6 +744,7 @@ def render(
     shaping = _Shaping(preset, max_line_width, max_lines, max_cue, min_cue, min_gap, pause_split)
     shaping.for_language(None)  # contradictory settings fail here, before any work
     plans = plan_outputs(items, wanted, output_dir)
+    check_destinations(plans)
     tally = _Tally()
     for plan in plans:
         path, targets = plan.input.path, list(plan.outputs.values())
