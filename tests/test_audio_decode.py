@@ -276,6 +276,17 @@ def test_corrupt_bytes(data_dir):
     assert_project_error(caught, AudioDecodeError, f"{len(data)} bytes")
 
 
+def test_an_empty_file_is_called_empty(tmp_path):
+    path = tmp_path / "download.m4a"
+    path.write_bytes(b"")
+    with pytest.raises(AudioDecodeError) as caught:
+        decode_audio(path)
+    assert_project_error(caught, AudioDecodeError, str(path))
+    assert "is empty (0 bytes)" in caught.value.message
+    with pytest.raises(AudioDecodeError, match="is empty"):
+        decode_audio(b"")
+
+
 def test_text_file_named_mp3(tmp_path):
     path = tmp_path / "notes.mp3"
     path.write_text("These are meeting notes, not a recording.\n" * 50, encoding="utf-8")

@@ -172,6 +172,8 @@ def _open(source: MediaPath | bytes) -> Iterator[tuple[av.container.InputContain
     """Open a container, turning every way it can fail into one clear project error."""
     name = _describe(source)
     if isinstance(source, (bytes, bytearray, memoryview)):
+        if not len(source):
+            raise AudioDecodeError(f"{name} is empty.", "Pass the bytes of a media file.")
         target: str | io.BytesIO = io.BytesIO(bytes(source))
     else:
         path = Path(os.fspath(source))
@@ -179,6 +181,8 @@ def _open(source: MediaPath | bytes) -> Iterator[tuple[av.container.InputContain
             raise AudioDecodeError(f"{name} does not exist.", "Check the path and the spelling.")
         if path.is_dir():
             raise AudioDecodeError(f"{name} is a folder, not a media file.", "Pass a file.")
+        if path.stat().st_size == 0:  # a failed download or copy, commonly
+            raise AudioDecodeError(f"{name} is empty (0 bytes).", "Copy or download it again.")
         # "file:" keeps FFmpeg from reading a name like "take:2.wav" as a protocol.
         target = "file:" + str(path.absolute())
     try:
