@@ -351,6 +351,16 @@ def test_a_file_as_output_folder_is_refused_before_any_model_loads(data_dir, tmp
     assert "is a file, not a folder" in render.output
 
 
+@pytest.mark.parametrize(
+    "option", [["--threads", "0"], ["--parallel", "0"], ["--max-chunk", "0.5"]]
+)
+def test_out_of_range_numbers_are_usage_errors(data_dir, option):
+    args = ["transcribe", str(data_dir / "en_speech.wav"), *option]
+    result = runner.invoke(app, args, env={"COLUMNS": "300"})
+    assert result.exit_code == 2, result.output
+    assert "not in the range" in result.output
+
+
 def test_render_from_the_json_transcribe_wrote(data_dir, checkpoints, tmp_path):
     out = tmp_path / "out"
     made = _transcribe(checkpoints, tmp_path, data_dir / "en_speech.wav", "-f", "json", "-o", out)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import re
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -234,6 +235,23 @@ def test_an_unknown_language_is_refused_before_any_work(tokenizer, scripts) -> N
     assert "English" in str(caught.value)  # the hint lists what is known
     assert runtime.mels == []
     assert runtime.calls == []
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"runtime": "vllm"}, "Unknown runtime 'vllm'"),
+        ({"parallel_sequences": 0}, "parallel_sequences must be 1 or more, not 0"),
+        ({"max_chunk_s": 0.5}, "max_chunk_s must be at least 1 second, not 0.5"),
+        ({"threads": 0}, "threads must be 1 or more, not 0"),
+        ({"tokens_per_second": 0.0}, "tokens_per_second and min_new_tokens must be positive"),
+        ({"align": True, "max_chunk_s": 401.0}, "at most 400 s long"),
+    ],
+)
+def test_a_wrong_setting_is_refused_with_what_to_do(options, message) -> None:
+    with pytest.raises(InputError, match=re.escape(message)) as caught:
+        ASREngineConfig(**options).validate()
+    assert caught.value.hint
 
 
 # -- 3. the repetition guard and the token budget ------------

@@ -494,7 +494,7 @@ def transcribe(
         ),
     ] = "cpu",
     threads: Annotated[
-        int | None, typer.Option("--threads", "-t", help="CPU threads; default: all cores.")
+        int | None, typer.Option("--threads", "-t", min=1, help="CPU threads; default: all cores.")
     ] = None,
     decoder_quant: Annotated[
         str | None,
@@ -535,10 +535,12 @@ def transcribe(
         typer.Option("--duration", min=0.01, help="Transcribe only this many seconds."),
     ] = None,
     max_chunk: Annotated[
-        float, typer.Option("--max-chunk", help="Longest chunk decoded at once, in seconds.")
+        float,
+        typer.Option("--max-chunk", min=1.0, help="Longest chunk decoded at once, in seconds."),
     ] = 30.0,
     parallel: Annotated[
-        int, typer.Option("--parallel", help="Chunks decoded together as parallel sequences.")
+        int,
+        typer.Option("--parallel", min=1, help="Chunks decoded together as parallel sequences."),
     ] = 4,
     low_memory: Annotated[
         bool,

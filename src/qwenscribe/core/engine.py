@@ -113,13 +113,25 @@ class ASREngineConfig:
                 f"Unknown runtime {self.runtime!r}.", "Use 'hybrid' or 'transformers'."
             )
         if self.parallel_sequences < 1:
-            raise InputError("parallel_sequences must be 1 or more.")
+            raise InputError(
+                f"parallel_sequences must be 1 or more, not {self.parallel_sequences}.",
+                "Use 1 to decode one chunk at a time.",
+            )
         if self.max_chunk_s < 1.0:
-            raise InputError(f"max_chunk_s must be at least 1 second, not {self.max_chunk_s}.")
+            raise InputError(
+                f"max_chunk_s must be at least 1 second, not {self.max_chunk_s}.",
+                "Use 1 s or more (the default is 30 s).",
+            )
         if self.tokens_per_second <= 0 or self.min_new_tokens < 1:
-            raise InputError("tokens_per_second and min_new_tokens must be positive.")
+            raise InputError(
+                "tokens_per_second and min_new_tokens must be positive.",
+                "Leave them at their defaults unless you are measuring the decoder.",
+            )
         if self.threads is not None and self.threads < 1:
-            raise InputError(f"threads must be 1 or more, not {self.threads}.")
+            raise InputError(
+                f"threads must be 1 or more, not {self.threads}.",
+                "Leave it unset to use every core.",
+            )
         if self.align and self.max_chunk_s > MAX_ALIGNED_S:
             raise InputError(
                 f"With word timing, chunks can be at most {MAX_ALIGNED_S:.0f} s long (the "
