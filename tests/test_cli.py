@@ -358,7 +358,7 @@ def test_out_of_range_numbers_are_usage_errors(data_dir, option):
     args = ["transcribe", str(data_dir / "en_speech.wav"), *option]
     result = runner.invoke(app, args, env={"COLUMNS": "300"})
     assert result.exit_code == 2, result.output
-    assert "not in the range" in result.output
+    assert f"Invalid value for '{option[0]}'" in result.output
 
 
 def test_render_from_the_json_transcribe_wrote(data_dir, checkpoints, tmp_path):
