@@ -394,6 +394,13 @@ def test_render_a_file_that_is_not_a_transcript(tmp_path):
     assert missing.exit_code == 4
     assert "No such file or folder" in missing.output
 
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "talk.srt").write_text("", encoding="utf-8")
+    nothing = runner.invoke(app, ["render", str(empty)], env={"COLUMNS": "300"})
+    assert nothing.exit_code == 4
+    assert "No transcript JSON files found in" in nothing.output
+
 
 # -- many inputs: folders, lists, globs, naming, scripting output, Ctrl-C ------------
 

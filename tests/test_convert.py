@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import os
 
 import pytest
 from typer.testing import CliRunner
@@ -176,6 +178,30 @@ def test_a_foreign_folder_is_not_overwritten(tmp_path, checkpoints):
     with pytest.raises(ModelError, match="not a qwenscribe model folder"):
         convert(checkpoints[("asr", "hf")], tmp_path / "mine", FAST)
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
+
+
+def test_a_file_as_the_output_folder_is_refused_before_converting(tmp_path, checkpoints):
+    blocker = tmp_path / "model.gguf"
+    blocker.write_text("keep")
+    with pytest.raises(ModelError, match=r"model\.gguf is a file, not a folder"):
+        convert(checkpoints[("asr", "hf")], blocker, FAST)
+    assert blocker.read_text() == "keep"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["model.gguf"]
+
+
+def test_a_full_disk_is_one_sentence_not_a_traceback(tmp_path, checkpoints, monkeypatch):
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp_path / "out"))
+
+    monkeypatch.setattr(convert_module, "_build", full)
+    args = ["convert", str(checkpoints[("asr", "hf")]), "--out", str(tmp_path / "out")]
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "300"})
+    assert result.exit_code == 1
+    assert f"error: No space left on device: {tmp_path / 'out'}." in result.output
+    assert "free disk space" in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()
+    assert not [path for path in tmp_path.iterdir() if ".partial-" in path.name]
 
 
 @pytest.mark.parametrize(

@@ -74,8 +74,24 @@ def friendly_errors(command: F) -> F:
         except KeyboardInterrupt:
             stderr.print("[yellow]interrupted[/]")
             raise typer.Exit(130) from None
+        except OSError as error:  # the disk or the permissions, not a bug: no traceback
+            log.info("where the operating-system error happened:", exc_info=True)
+            stderr.print(f"[bold red]error:[/] {_describe_os_error(error)}", highlight=False)
+            stderr.print(
+                "[yellow]what to do:[/] Check the path, its permissions and the free disk "
+                "space (-v shows where it happened).",
+                highlight=False,
+            )
+            raise typer.Exit(1) from None
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper
+
+
+def _describe_os_error(error: OSError) -> str:
+    reason = error.strerror or str(error)
+    if error.filename is None:
+        return f"{reason}."
+    return f"{reason}: {error.filename}."  # type: ignore[return-value]
 
 
 def _version(value: bool) -> None:
@@ -742,6 +758,12 @@ def render(
     from qwenscribe.subtitles.writers import write_subtitles
 
     items = expand_inputs(transcripts, recursive=recursive, extensions=(".json",))
+    if not items:
+        raise InputError(
+            f"No transcript JSON files found in {', '.join(map(str, transcripts))}.",
+            "Add --recursive to look in subfolders, or name the files "
+            "(transcribe writes them with -f json).",
+        )
     wanted = _formats(formats)
     shaping = _Shaping(preset, max_line_width, max_lines, max_cue, min_cue, min_gap, pause_split)
     shaping.for_language(None)  # contradictory settings fail here, before any work

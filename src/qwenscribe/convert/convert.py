@@ -210,6 +210,8 @@ def convert(
     options = options or ConvertOptions()
     _validate(options)  # before anything is looked up or downloaded
     out = Path(out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise ModelError(f"{out} is a file, not a folder.", "Choose a new folder for --out.")
     resolved = resolve_model(str(source))
     checkpoint = Checkpoint(resolved.path)
     fingerprint = source_fingerprint(checkpoint.folder)
