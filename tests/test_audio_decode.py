@@ -16,7 +16,7 @@ import pytest
 
 from conftest import read_wav
 from qwenscribe.audio.decode import SAMPLE_RATE, audio_duration, decode_audio
-from qwenscribe.errors import AudioDecodeError, InputError, NoAudioError
+from qwenscribe.errors import AudioDecodeError, InputError, NoAudioError, StartPastEndError
 
 LOSSLESS = ["en_speech.wav", "zh_speech.wav", "en_long.flac", "silence.wav"]
 WITH_AUDIO = [*LOSSLESS, "video_with_audio.mp4"]
@@ -317,9 +317,10 @@ def test_zero_length_wav(tmp_path):
 @pytest.mark.parametrize("name", ["en_speech.wav", "en_long.flac", "video_with_audio.mp4"])
 def test_start_beyond_the_end(name, data_dir):
     path = data_dir / name
-    with pytest.raises(NoAudioError) as caught:
+    with pytest.raises(StartPastEndError) as caught:
         decode_audio(path, start=60.0)
-    assert_project_error(caught, NoAudioError, str(path))
+    assert_project_error(caught, StartPastEndError, str(path))
+    assert not isinstance(caught.value, NoAudioError)  # reported, not written as empty
 
 
 @pytest.mark.parametrize(

@@ -298,6 +298,19 @@ def test_a_corrupt_file_fails_alone(data_dir, checkpoints, tmp_path):
     assert "failed" in failures[1]
     assert failures[2].split()[-2] == "failed"
     assert "2 written, 0 skipped, 1 failed" in result.output
+    assert "what to do: " in result.output  # the error's advice, under its line
+
+
+def test_a_start_past_the_end_fails_instead_of_writing_empty_subtitles(
+    data_dir, checkpoints, tmp_path
+):
+    out = tmp_path / "out"
+    args = [data_dir / "en_speech.wav", "--start", "60", "--no-align", "-o", out]
+    result = _transcribe(checkpoints, tmp_path, *args)
+    assert result.exit_code == 4, result.output
+    assert "has no audio after the requested start of 60 s" in result.output
+    assert "Pass a start time inside the recording" in result.output
+    assert not out.exists() or not any(out.iterdir())
     assert "Traceback" not in result.output
 
 
@@ -468,6 +481,8 @@ def test_json_lines_carry_outputs_and_stats(data_dir, checkpoints, tmp_path):
     assert good["stats"]["wall_s"] > 0
     assert bad["status"] == "failed"
     assert "corrupt.mp3" in bad["error"]
+    assert bad["hint"]  # what to do, as on the terminal
+    assert good["hint"] is None
     assert bad["stats"] is None
     again = _transcribe(checkpoints, tmp_path, inputs[0], "--no-align", "--json", "-o", out)
     assert json.loads(again.stdout)["status"] == "skipped"

@@ -247,6 +247,7 @@ class _FileResult:
     outputs: list[Path]
     status: str  # written, skipped, failed, interrupted
     error: str | None = None
+    hint: str | None = None  # what to do about the error
     stats: Stats | None = None
 
     def as_json(self) -> str:
@@ -256,6 +257,7 @@ class _FileResult:
                 "outputs": [str(path) for path in self.outputs],
                 "status": self.status,
                 "error": self.error,
+                "hint": self.hint,
                 "stats": self.stats.as_dict() if self.stats is not None else None,
             },
             ensure_ascii=False,
@@ -286,7 +288,9 @@ class _Tally:
         # The message usually names the file already.
         where = "" if str(path) in error.message else f"{path}: "
         stderr.print(Text(f"failed: {where}{error.message}", style="red"))
-        self.add(_FileResult(path, outputs, "failed", error.message))
+        if error.hint:
+            stderr.print(Text(f"  what to do: {error.hint}", style="yellow"))
+        self.add(_FileResult(path, outputs, "failed", error.message, error.hint))
 
     def interrupt(self, path: Path, outputs: list[Path]) -> None:
         self.interrupted = True

@@ -54,6 +54,14 @@ class NoAudioError(InputError):
     """
 
 
+class StartPastEndError(InputError):
+    """The requested start is at or past the end of the audio.
+
+    Not a `NoAudioError`: the recording has sound, the request missed it, so the subtitle
+    pipeline reports it instead of writing empty subtitles that would look like a success.
+    """
+
+
 class DeviceError(QwenScribeError):
     """The requested device (GPU, provider) is not available with the installed packages."""
 

@@ -32,7 +32,7 @@ from typing import TypeAlias
 import av
 import numpy as np
 
-from qwenscribe.errors import AudioDecodeError, InputError, NoAudioError
+from qwenscribe.errors import AudioDecodeError, InputError, NoAudioError, StartPastEndError
 
 logger = logging.getLogger(__name__)
 
@@ -94,8 +94,9 @@ def decode_audio(
     one) give slightly different samples after a seek, because the seek resets their state.
 
     Raises ``InputError`` for a bad window or array, ``AudioDecodeError`` when the source cannot
-    be read, ``NoAudioError`` when it holds no audio (no audio stream, zero samples, or a start
-    past the end). A 16-kHz float32 mono array comes back as is (it may share its memory).
+    be read, ``NoAudioError`` when it holds no audio (no audio stream, zero samples),
+    ``StartPastEndError`` when ``start`` is at or past the end. A 16-kHz float32 mono array
+    comes back as is (it may share its memory).
     """
     window = _window(start, duration)
     if isinstance(source, tuple):
@@ -157,7 +158,7 @@ def _require_samples(samples: np.ndarray, name: str, start: float) -> np.ndarray
     if samples.size:
         return samples
     if start > 0:
-        raise NoAudioError(
+        raise StartPastEndError(
             f"{name} has no audio after the requested start of {start:g} s.",
             "Pass a start time inside the recording.",
         )
