@@ -78,6 +78,15 @@ def test_missing_paths_and_empty_globs_are_reported_together(library):
     assert "*.ogg (matches nothing)" in caught.value.message
 
 
+def test_a_missing_list_entry_names_its_list(library, tmp_path):
+    listing = tmp_path / "todo.txt"
+    listing.write_text(f"{library / 'intro.mp3'}\nlost.wav\n*.nothing\n", encoding="utf-8")
+    with pytest.raises(InputError) as caught:
+        expand_inputs([f"@{listing}"])
+    assert f"{tmp_path / 'lost.wav'} (listed in {listing})" in caught.value.message
+    assert f"*.nothing (matches nothing, listed in {listing})" in caught.value.message
+
+
 def test_list_files_are_relative_to_themselves(library, tmp_path, monkeypatch):
     listing = library / "album1" / "list.txt"
     listing.write_text(

@@ -139,7 +139,7 @@ def expand_inputs(
     found: list[InputFile] = []
     missing: list[str] = []
     for argument in arguments:
-        _expand_one(str(argument), Path.cwd(), recursive, extensions, found, missing, True)
+        _expand_one(str(argument), Path.cwd(), recursive, extensions, found, missing, None)
     if missing:
         raise InputError(
             f"No such file or folder: {', '.join(missing)}.",
@@ -159,32 +159,33 @@ def _expand_one(
     extensions: frozenset[str],
     found: list[InputFile],
     missing: list[str],
-    lists_allowed: bool,
+    listed_in: Path | None,  # the list file this entry comes from; None for an argument
 ) -> None:
-    if lists_allowed and text.startswith("@") and len(text) > 1:
+    if listed_in is None and text.startswith("@") and len(text) > 1:
         list_file = _absolute(Path(text[1:]), base)
         if not list_file.is_file():
             missing.append(text)
             return
         for entry in read_list_file(list_file):
             # Lists do not nest: an entry starting with @ is a file name.
-            _expand_one(entry, list_file.parent, recursive, extensions, found, missing, False)
+            _expand_one(entry, list_file.parent, recursive, extensions, found, missing, list_file)
         return
     path = Path(os.path.expanduser(text))
     if not path.is_absolute() and base != Path.cwd():
         path = base / path
+    listed = [] if listed_in is None else [f"listed in {listed_in}"]
     if path.exists() or not has_glob_magic(text):
         if path.is_dir():
             found.extend(_folder(path, recursive, extensions))
         elif path.exists():
             found.append(InputFile(path))
         else:
-            missing.append(str(path))
+            missing.append(_with_notes(str(path), listed))
         return
     pattern = str(path)
     matches = sorted(glob.glob(pattern, recursive=True))
     if not matches:
-        missing.append(f"{pattern} (matches nothing)")
+        missing.append(_with_notes(pattern, ["matches nothing", *listed]))
         return
     root = _glob_base(pattern)
     for match in map(Path, matches):
@@ -192,6 +193,10 @@ def _expand_one(
             found.extend(_folder(match, recursive, extensions))
         else:
             found.append(InputFile(match, root))
+
+
+def _with_notes(name: str, notes: list[str]) -> str:
+    return f"{name} ({', '.join(notes)})" if notes else name
 
 
 def _absolute(path: Path, base: Path) -> Path:
