@@ -87,6 +87,14 @@ def test_a_missing_list_entry_names_its_list(library, tmp_path):
     assert f"*.nothing (matches nothing, listed in {listing})" in caught.value.message
 
 
+def test_addresses_are_refused_with_what_to_do(library):
+    url = "https://example.com/talk.mp3"
+    with pytest.raises(InputError) as caught:
+        expand_inputs([library / "intro.mp3", url])
+    assert f"not addresses: {url}." in caught.value.message  # not mangled into https:/
+    assert "yt-dlp" in caught.value.hint
+
+
 def test_list_files_are_relative_to_themselves(library, tmp_path, monkeypatch):
     listing = library / "album1" / "list.txt"
     listing.write_text(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -123,6 +124,10 @@ def has_glob_magic(text: str) -> bool:
     return any(char in _GLOB_MAGIC for char in text)
 
 
+# http://, https://, rtmp://...: a scheme of two letters or more, then "//" (so not C:\).
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+://")
+
+
 def expand_inputs(
     arguments: Sequence[str | os.PathLike[str]],
     *,
@@ -136,6 +141,13 @@ def expand_inputs(
     that names nothing is reported in one `InputError`.
     """
     extensions = frozenset(ext.lower() for ext in extensions)
+    urls = [str(argument) for argument in arguments if _URL.match(str(argument))]
+    if urls:
+        raise InputError(
+            f"qwenscribe reads local files, not addresses: {', '.join(urls)}.",
+            "Download the media first (from a web page with a tool such as yt-dlp: "
+            "`yt-dlp -x URL`), then transcribe the file.",
+        )
     found: list[InputFile] = []
     missing: list[str] = []
     for argument in arguments:
