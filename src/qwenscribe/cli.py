@@ -84,14 +84,14 @@ def friendly_errors(command: F) -> F:
             )
             raise typer.Exit(1) from None
 
-    return wrapper
+    return wrapper  # type: ignore[return-value]
 
 
 def _describe_os_error(error: OSError) -> str:
     reason = error.strerror or str(error)
     if error.filename is None:
         return f"{reason}."
-    return f"{reason}: {error.filename}."  # type: ignore[return-value]
+    return f"{reason}: {error.filename}."
 
 
 def _version(value: bool) -> None:
