@@ -7,7 +7,6 @@ code, never a traceback.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 from collections.abc import Callable
@@ -19,22 +18,19 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from rich.logging import RichHandler
-from rich.progress import (
-    BarColumn,
-    Progress,
-    TaskID,
-    TaskProgressColumn,
-    TextColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
-from rich.text import Text
 
 from qwenscribe import __version__
 from qwenscribe.audio.vad import VADOptions
 from qwenscribe.batch import check_destinations, expand_inputs, plan_outputs
 from qwenscribe.cli_common import DecoderQuantsOption, EncoderPrecisionsOption, stderr, stdout
-from qwenscribe.core.transcript import Stats
+from qwenscribe.cli_report import (
+    FileProgress,
+    FileResult,
+    OutputMode,
+    Tally,
+    audio_lengths,
+)
 from qwenscribe.errors import InputError, NoAudioError, QwenScribeError
 from qwenscribe.model.prompt import language_name
 from qwenscribe.model.resolve import DEFAULT_MODEL
@@ -233,203 +229,6 @@ def _formats(given: list[str] | None) -> list[str]:
     return list(dict.fromkeys(normalize_format(fmt) for fmt in given or ["srt"]))
 
 
-class _Mode(str, Enum):
-    normal = "normal"
-    quiet = "quiet"  # errors only
-    json = "json"  # one JSON object per file on stdout; errors only on stderr
-
-
-@dataclass
-class _FileResult:
-    """What happened to one input: for the JSON lines and the closing table."""
-
-    input: Path
-    outputs: list[Path]
-    status: str  # written, skipped, failed, interrupted
-    error: str | None = None
-    hint: str | None = None  # what to do about the error
-    stats: Stats | None = None
-
-    def as_json(self) -> str:
-        return json.dumps(
-            {
-                "input": str(self.input),
-                "outputs": [str(path) for path in self.outputs],
-                "status": self.status,
-                "error": self.error,
-                "hint": self.hint,
-                "stats": self.stats.as_dict() if self.stats is not None else None,
-            },
-            ensure_ascii=False,
-        )
-
-
-class _Tally:
-    """The results so far, counts of each outcome, and the exit code of the first failure."""
-
-    def __init__(self, mode: _Mode = _Mode.normal) -> None:
-        self.mode = mode
-        self.results: list[_FileResult] = []
-        self.exit_code = 0
-        self.interrupted = False
-
-    def count(self, status: str) -> int:
-        return sum(result.status == status for result in self.results)
-
-    def add(self, result: _FileResult) -> None:
-        self.results.append(result)
-        if self.mode is _Mode.json:
-            typer.echo(result.as_json())
-        elif self.mode is _Mode.normal and result.status == "skipped":
-            stderr.print(f"{result.input}: skipped (exists)", highlight=False)
-
-    def fail(self, path: Path, outputs: list[Path], error: QwenScribeError) -> None:
-        self.exit_code = self.exit_code or error.exit_code
-        # The message usually names the file already.
-        where = "" if str(path) in error.message else f"{path}: "
-        stderr.print(Text(f"failed: {where}{error.message}", style="red"))
-        if error.hint:
-            stderr.print(Text(f"  what to do: {error.hint}", style="yellow"))
-        self.add(_FileResult(path, outputs, "failed", error.message, error.hint))
-
-    def interrupt(self, path: Path, outputs: list[Path]) -> None:
-        self.interrupted = True
-        self.add(_FileResult(path, outputs, "interrupted"))
-
-    def finish(self, table: bool = False) -> None:
-        if self.mode is _Mode.normal:
-            if table and any(result.stats is not None for result in self.results):
-                stderr.print(_summary_table(self.results))
-            line = (
-                f"{self.count('written')} written, {self.count('skipped')} skipped, "
-                f"{self.count('failed')} failed"
-            )
-            stderr.print(line + (", interrupted" if self.interrupted else ""), highlight=False)
-        if self.interrupted:
-            if self.mode is not _Mode.normal:
-                stderr.print("[yellow]interrupted[/]")
-            raise typer.Exit(130)
-        if self.exit_code:
-            raise typer.Exit(self.exit_code)
-
-
-def _seconds(value: float | None, digits: int = 1) -> str:
-    return "" if value is None else f"{value:.{digits}f} s"
-
-
-def _summary_table(results: list[_FileResult]) -> Table:
-    table = Table(title="summary")
-    for name in ("file", "audio", "wall", "RTF", "decode", "encoder", "decoder", "align"):
-        table.add_column(name, justify="left" if name == "file" else "right")
-    table.add_column("status")
-    for result in results:
-        stats = result.stats
-        cells = [""] * 7
-        if stats is not None:
-            rtf = stats.real_time_factor
-            cells = [
-                _seconds(stats.audio_s),
-                _seconds(stats.wall_s),
-                "" if rtf is None else f"{rtf:.3f}",
-                _seconds(stats.decode_s + stats.vad_s + stats.mel_s, 2),
-                _seconds(stats.encoder_s, 2),
-                _seconds(stats.prefill_s + stats.generation_s, 2),
-                _seconds(stats.align_s, 2),
-            ]
-        style = {"failed": "red", "interrupted": "yellow", "skipped": "dim"}.get(result.status)
-        table.add_row(str(result.input), *cells, Text(result.status, style=style or ""))
-    return table
-
-
-def _durations(paths: list[Path]) -> list[float | None]:
-    """Each file's stated audio length (for progress and ETA); None where unknown."""
-    from qwenscribe.audio.decode import audio_duration
-
-    lengths: list[float | None] = []
-    for path in paths:
-        try:
-            lengths.append(audio_duration(path))
-        except QwenScribeError:
-            lengths.append(None)  # reported when it is transcribed
-    return lengths
-
-
-class _FileProgress:
-    """Rich progress: a bar per file (by audio seconds) and an overall bar with ETA (by audio
-    seconds when every length is known, else by files). With `verbose`, the text as it is
-    decoded shows beside the file's bar and each finished segment is printed."""
-
-    def __init__(self, lengths: list[float | None], *, enabled: bool, verbose: bool) -> None:
-        self.lengths = lengths
-        self.by_seconds = bool(lengths) and all(length is not None for length in lengths)
-        self.verbose = verbose and enabled
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TaskProgressColumn(),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[tail]}", style="cyan"),
-            console=stderr,
-            transient=True,
-            disable=not enabled,
-        )
-        total = sum(lengths) if self.by_seconds else len(lengths)  # type: ignore[arg-type]
-        self.overall = self.progress.add_task(
-            f"all {len(lengths)} files", total=total or None, tail=""
-        )
-        self.done = 0.0
-        self.current: TaskID | None = None
-        self.current_length: float | None = None
-        self.chunks: dict[int, str] = {}
-
-    def __enter__(self) -> _FileProgress:
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
-
-    def print(self, *args: object, **kwargs: object) -> None:
-        self.progress.console.print(*args, **kwargs)  # type: ignore[arg-type]
-
-    def start_file(self, index: int, path: Path) -> None:
-        self.current_length = self.lengths[index]
-        self.chunks = {}
-        self.current = self.progress.add_task(path.name, total=self.current_length or None, tail="")
-
-    def on_event(self, event: object) -> None:
-        from qwenscribe.core.engine import ChunkRetried, SegmentReady, TextDelta
-
-        if self.current is None:
-            return
-        if isinstance(event, TextDelta):
-            self.chunks[event.chunk_index] = self.chunks.get(event.chunk_index, "") + event.text
-            if self.verbose:
-                tail = " ".join(self.chunks[event.chunk_index].split())[-60:]
-                self.progress.update(self.current, tail=tail)
-        elif isinstance(event, ChunkRetried):
-            self.chunks.pop(event.chunk_index, None)
-        elif isinstance(event, SegmentReady) and event.segment is not None:
-            segment = event.segment
-            if self.current_length:
-                position = min(segment.end, self.current_length)
-                self.progress.update(self.current, completed=position)
-                if self.by_seconds:
-                    self.progress.update(self.overall, completed=self.done + position)
-            if self.verbose:
-                self.print(
-                    Text(f"[{segment.start:7.2f} → {segment.end:7.2f}] ", style="dim")
-                    + Text(segment.text.strip())
-                )
-
-    def finish_file(self) -> None:
-        if self.current is not None:
-            self.progress.remove_task(self.current)
-            self.current = None
-        self.done += (self.current_length or 0.0) if self.by_seconds else 1
-        self.progress.update(self.overall, completed=self.done)
-
-
 def _transcribe_streaming(
     engine: QwenASREngine,
     path: Path,
@@ -613,8 +412,8 @@ def transcribe(
     from qwenscribe.core.engine import ASREngineConfig, QwenASREngine
     from qwenscribe.pipeline import SubtitleOptions, write_outputs
 
-    mode = _Mode.json if as_json else _Mode.quiet if quiet else _Mode.normal
-    if mode is not _Mode.normal:
+    mode = OutputMode.json if as_json else OutputMode.quiet if quiet else OutputMode.normal
+    if mode is not OutputMode.normal:
         _quiet_log_handlers()  # warnings are not errors
     items = expand_inputs(inputs, recursive=recursive)
     if not items:
@@ -649,7 +448,7 @@ def transcribe(
         aligner_model=aligner_model,
         low_memory=low_memory,
     )
-    if mode is _Mode.normal:
+    if mode is OutputMode.normal:
         table = Table(title="qwenscribe", show_header=False)
         shown = ", ".join(map(str, inputs))
         if len(items) != len(inputs):
@@ -675,21 +474,21 @@ def transcribe(
         table.add_row("cache", str(qwenscribe_home()))
         stderr.print(table)
 
-    tally = _Tally(mode)
+    tally = Tally(mode)
     todo = []
     for plan in plans:
         targets = list(plan.outputs.values())
         if not overwrite and all(target.exists() for target in targets):
-            tally.add(_FileResult(plan.input.path, targets, "skipped"))
+            tally.add(FileResult(plan.input.path, targets, "skipped"))
         else:
             todo.append(plan)
     if todo:
-        lengths = _durations([plan.input.path for plan in todo])
-        with stderr.status("loading the model ...") if mode is _Mode.normal else nullcontext():
+        lengths = audio_lengths([plan.input.path for plan in todo])
+        with stderr.status("loading the model ...") if mode is OutputMode.normal else nullcontext():
             engine = QwenASREngine(config)
         with (
             engine,
-            _FileProgress(lengths, enabled=mode is _Mode.normal, verbose=verbose) as progress,
+            FileProgress(lengths, enabled=mode is OutputMode.normal, verbose=verbose) as progress,
         ):
             for index, plan in enumerate(todo):
                 path, targets = plan.input.path, list(plan.outputs.values())
@@ -719,10 +518,10 @@ def transcribe(
                     progress.finish_file()
                 if touch_album:
                     _touch(plan.input.album_folder)
-                tally.add(_FileResult(path, written, "written", stats=result.stats))
-                if print_text and mode is not _Mode.json:
+                tally.add(FileResult(path, written, "written", stats=result.stats))
+                if print_text and mode is not OutputMode.json:
                     stdout.print(result.text, soft_wrap=True, markup=False, highlight=False)
-                if mode is _Mode.normal:
+                if mode is OutputMode.normal:
                     stats = result.stats
                     progress.print(
                         f"{path}: {stats.audio_s:.1f} s of audio in {stats.wall_s:.1f} s "
@@ -773,11 +572,11 @@ def render(
     shaping.for_language(None)  # contradictory settings fail here, before any work
     plans = plan_outputs(items, wanted, output_dir)
     check_destinations(plans)
-    tally = _Tally()
+    tally = Tally()
     for plan in plans:
         path, targets = plan.input.path, list(plan.outputs.values())
         if not overwrite and all(target.exists() for target in targets):
-            tally.add(_FileResult(path, targets, "skipped"))
+            tally.add(FileResult(path, targets, "skipped"))
             continue
         try:
             transcript = read_json(path)
@@ -791,7 +590,7 @@ def render(
         except QwenScribeError as error:
             tally.fail(path, targets, error)
             continue
-        tally.add(_FileResult(path, written, "written"))
+        tally.add(FileResult(path, written, "written"))
         stderr.print(f"{path} -> " + ", ".join(str(target) for target in written), highlight=False)
     tally.finish()
 
