@@ -577,6 +577,26 @@ def test_a_folder_without_media_is_an_input_error(tmp_path):
     assert "No media files found" in result.output
 
 
+def test_a_closed_output_pipe_stops_quietly(data_dir, checkpoints, tmp_path):
+    """`qwenscribe transcribe --json ... | head -1`: the reader leaves after one line."""
+    media = tmp_path / "media"
+    _copy(data_dir / "en_speech.wav", media / "a.wav", media / "b.wav", media / "c.wav")
+    env = dict(os.environ, QWENSCRIBE_HOME=str(tmp_path / "home"))
+    command = [
+        sys.executable, "-m", "qwenscribe", "transcribe", str(media), "--json", "--no-align",
+        "-m", str(checkpoints[("asr", "original")]), "--threads", "1", "-o", str(tmp_path / "out"),
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    first = json.loads(process.stdout.readline())
+    process.stdout.close()  # as `head -1` does
+    stderr = process.stderr.read()
+    assert process.wait(timeout=300) == 141, stderr
+    assert first["status"] == "written"
+    assert stderr == ""  # no traceback, no "Exception ignored", no error line
+
+
 def test_ctrl_c_in_a_real_process_leaves_no_partial_output(data_dir, checkpoints, tmp_path):
     """SIGINT while a long input is being decoded: exit 130, and only complete files remain."""
     import signal

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import sys
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
@@ -54,6 +55,8 @@ app = typer.Typer(
 
 F = TypeVar("F", bound=Callable[..., object])
 
+BROKEN_PIPE_EXIT = 141  # what a shell reports for a program ended by SIGPIPE (128 + 13)
+
 
 def friendly_errors(command: F) -> F:
     """Show project errors as one sentence and exit with their code; Ctrl-C exits 130."""
@@ -70,6 +73,11 @@ def friendly_errors(command: F) -> F:
         except KeyboardInterrupt:
             stderr.print("[yellow]interrupted[/]")
             raise typer.Exit(130) from None
+        except BrokenPipeError:
+            # Whoever read stdout went away (`... --json | head -1`): stop quietly, as other
+            # tools do, and keep Python from complaining when it flushes stdout at exit.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(BROKEN_PIPE_EXIT) from None
         except OSError as error:  # the disk or the permissions, not a bug: no traceback
             log.info("where the operating-system error happened:", exc_info=True)
             stderr.print(f"[bold red]error:[/] {_describe_os_error(error)}", highlight=False)
