@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import logging
 import os
 import platform
 import shutil
@@ -20,7 +21,8 @@ import sys
 import tempfile
 import time
 import wave
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -393,7 +395,7 @@ def _parse_back(paths: dict[str, Path]) -> str:
     cues_srt, cues_vtt = srt.count(" --> "), vtt.count(" --> ")
     if cues_srt != cues_vtt:
         raise ValueError(f"SRT has {cues_srt} cues, VTT {cues_vtt}")
-    return f"{cues_srt} cues, {len(transcript.segments)} segments"
+    return f"{_count(cues_srt, 'cue')}, {_count(len(transcript.segments), 'segment')}"
 
 
 def check_self_test(workdir: Path | None = None, parity: bool = True) -> list[Check]:
@@ -429,7 +431,8 @@ def check_self_test(workdir: Path | None = None, parity: bool = True) -> list[Ch
                 aligner_encoder_precision="fp32",
                 threads=min(2, os.cpu_count() or 1),
             )
-            with QwenASREngine(config) as engine:
+            # A random tiny model runs to its token budget: the engine says so, expectedly.
+            with QwenASREngine(config) as engine, _quiet_logger("qwenscribe"):
                 transcript = engine.transcribe((samples, RATE))
             words = sum(len(segment.words) for segment in transcript.segments)
             targets = {fmt: root / f"clip.{fmt}" for fmt in ("srt", "vtt", "json")}
@@ -450,7 +453,8 @@ def check_self_test(workdir: Path | None = None, parity: bool = True) -> list[Ch
             Check(
                 "self-test",
                 OK,
-                f"tiny model: {len(transcript.segments)} segments, {words} aligned words, "
+                f"tiny model: {_count(len(transcript.segments), 'segment')}, "
+                f"{_count(words, 'aligned word')}, "
                 f"SRT/VTT/JSON read back ({parsed}) in {seconds:.1f} s",
             )
         )
@@ -459,13 +463,53 @@ def check_self_test(workdir: Path | None = None, parity: bool = True) -> list[Ch
     return checks
 
 
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+@contextmanager
+def _quiet_logger(name: str) -> Iterator[None]:
+    """Only errors from logger `name` while the block runs (its level restored after)."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+@contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """No loading bars or advice from transformers inside the doctor's table."""
+    from transformers.utils import logging as transformers_logging
+
+    bars = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    try:
+        with _quiet_logger("transformers"):
+            yield
+    finally:
+        if bars:
+            transformers_logging.enable_progress_bar()
+
+
 def _parity_check(checkpoint: Path, samples: np.ndarray, transcript) -> Check:
     name = "parity with transformers"
-    try:
-        import torch
-        from transformers import AutoProcessor, Qwen3ASRForConditionalGeneration
+    try:  # whether the reference can run here at all
+        import torch  # noqa: F401
+        from transformers import Qwen3ASRForConditionalGeneration  # noqa: F401
     except Exception:
         return Check(name, OK, "skipped (torch + transformers not installed)", required=False)
+    with _quiet_transformers():
+        return _compare_tokens(name, checkpoint, samples, transcript)
+
+
+def _compare_tokens(name: str, checkpoint: Path, samples: np.ndarray, transcript) -> Check:
+    """The hybrid's tokens of each chunk against transformers' greedy `generate`."""
+    import torch
+    from transformers import AutoProcessor, Qwen3ASRForConditionalGeneration
+
     try:
         model = Qwen3ASRForConditionalGeneration.from_pretrained(
             checkpoint, dtype=torch.float32
@@ -474,7 +518,7 @@ def _parity_check(checkpoint: Path, samples: np.ndarray, transcript) -> Check:
         equal, total = 0, 0
         for record in transcript.chunks:
             piece = samples[round(record.start * RATE) : round(record.end * RATE)]
-            inputs = processor.apply_transcription_request(audio=piece, sampling_rate=RATE)
+            inputs = processor.apply_transcription_request(audio=piece)  # 16 kHz: its rate
             with torch.inference_mode():
                 output = model.generate(
                     **inputs, max_new_tokens=record.max_new_tokens, do_sample=False
