@@ -6,6 +6,7 @@ fixtures.json, and band-limited (FFT) resampling in numpy.
 
 from __future__ import annotations
 
+import tracemalloc
 import wave
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 
 from conftest import read_wav
+from qwenscribe.audio import decode as decode_module
 from qwenscribe.audio.decode import SAMPLE_RATE, audio_duration, decode_audio
 from qwenscribe.errors import AudioDecodeError, InputError, NoAudioError, StartPastEndError
 
@@ -235,6 +237,49 @@ def test_bad_arrays_are_input_errors(source):
 def test_empty_array_has_no_audio():
     with pytest.raises(NoAudioError, match="sample array"):
         decode_audio((np.zeros(0, np.float32), 48000))
+
+
+# --- memory: the samples are held once -------------------------------------------------------
+
+
+def _noise_wav(path: Path, seconds: float, rate: int = SAMPLE_RATE) -> np.ndarray:
+    samples = (np.random.default_rng(1).standard_normal(round(seconds * rate)) * 3000).astype("<i2")
+    with wave.open(str(path), "wb") as handle:
+        handle.setnchannels(1)
+        handle.setsampwidth(2)
+        handle.setframerate(rate)
+        handle.writeframes(samples.tobytes())
+    return samples
+
+
+@pytest.mark.parametrize("rate", [16000, 44100])
+def test_a_long_file_is_decoded_without_a_second_copy(rate, tmp_path):
+    """Numpy reports its buffers to tracemalloc: the peak is the result, not result + blocks."""
+    path = tmp_path / "ten_minutes.wav"
+    _noise_wav(path, 600.0, rate)
+    tracemalloc.start()
+    try:
+        samples = decode_audio(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(samples) == 600 * SAMPLE_RATE
+    assert peak < 1.1 * samples.nbytes, (peak, samples.nbytes)  # joined blocks: 2x
+
+
+@pytest.mark.parametrize("stated", [None, 0.5, 3600.0])
+def test_a_wrong_or_missing_stated_length_changes_nothing(stated, data_dir, monkeypatch):
+    """The buffer is sized from the container's claim; a claim too short (it grows), absent or
+    far too long (it shrinks) gives the same samples."""
+    path = data_dir / "en_long.flac"
+    expected = decode_audio(path)
+    window = decode_audio(path, start=2.0, duration=3.0)
+    monkeypatch.setattr(decode_module, "_stated_seconds", lambda container, stream: stated)
+    again = decode_audio(path)
+    assert again.dtype == np.float32
+    assert again.flags.c_contiguous
+    np.testing.assert_array_equal(again, expected)
+    np.testing.assert_array_equal(decode_audio(path, start=2.0, duration=3.0), window)
 
 
 # --- errors -------------------------------------------------------------------------------------

@@ -74,6 +74,49 @@ class _Window:
         return self.count is not None and position >= self.first + self.count
 
 
+MAX_PREALLOCATED_S = 2 * 3600
+
+
+class _SampleBuffer:
+    """16-kHz samples gathered block by block into one array, sized once from the expected length.
+
+    Joining a list of blocks at the end would hold every sample twice at that moment (460 MB
+    instead of 230 for an hour of audio). When the expected length is short (a container that
+    understates its length, or states none), the array grows by half each time.
+    """
+
+    def __init__(self, expected: int) -> None:
+        self._data = np.empty(max(expected, 0), np.float32)
+        self._size = 0
+
+    def append(self, block: np.ndarray) -> None:
+        end = self._size + len(block)
+        if end > len(self._data):
+            grown = np.empty(max(end, len(self._data) * 3 // 2), np.float32)
+            grown[: self._size] = self._data[: self._size]
+            self._data = grown
+        self._data[self._size : end] = block
+        self._size = end
+
+    def samples(self) -> np.ndarray:
+        """The samples gathered; the buffer is given up (shrunk in place, not copied)."""
+        data, self._data = self._data, np.empty(0, np.float32)
+        data.resize(self._size, refcheck=False)  # this buffer holds the only reference
+        return data
+
+
+def _expected_samples(seconds: float | None, window: _Window) -> int:
+    """How many samples the window will hold: from the container's stated length (a second more:
+    lossy codecs round it) and the window's, at most two hours' worth up front (a damaged header
+    can claim anything); a minute when neither says."""
+    stated = None
+    if seconds is not None and math.isfinite(seconds):
+        stated = max(round((seconds + 1.0) * SAMPLE_RATE) - window.first, 0)
+    known = [count for count in (stated, window.count) if count is not None]
+    expected = min(known) if known else 60 * SAMPLE_RATE
+    return min(expected, MAX_PREALLOCATED_S * SAMPLE_RATE)
+
+
 class _SeekMissedError(Exception):
     """A seek landed after the start, or nowhere known: decode from the beginning instead."""
 
@@ -121,11 +164,16 @@ def audio_duration(source: AudioSource) -> float | None:
         samples, rate = _check_array_shape(source)
         return len(samples) / rate
     with _open(source) as (container, name):
-        stream = _audio_stream(container, name)
-        if stream.duration is not None and stream.time_base is not None:
-            return float(stream.duration * stream.time_base)
-        if container.duration is not None:
-            return container.duration / av.time_base
+        return _stated_seconds(container, _audio_stream(container, name))
+
+
+def _stated_seconds(
+    container: av.container.InputContainer, stream: av.audio.AudioStream
+) -> float | None:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / av.time_base
     return None
 
 
@@ -259,7 +307,7 @@ def _decode_stream(
     does; after a seek, the first frame's timestamp says where decoding resumed.
     """
     resampler = av.AudioResampler(format="fltp", layout=None, rate=SAMPLE_RATE)
-    blocks: list[np.ndarray] = []
+    gathered = _SampleBuffer(_expected_samples(_stated_seconds(container, stream), window))
     position: int | None = None if seeked else 0
     for decoded in _decoded_frames(container, stream, name):
         frame: av.AudioFrame | None = decoded
@@ -268,7 +316,7 @@ def _decode_stream(
             if frame is None:
                 continue
         for block in _resample(resampler, frame, name):
-            blocks.append(window.clip(position, block))
+            gathered.append(window.clip(position, block))
             position += len(block)
         if window.filled_by(position):
             break
@@ -276,9 +324,9 @@ def _decode_stream(
         if position is None:
             raise _SeekMissedError  # nothing after the seek point: make sure by decoding it all
         for block in _resample(resampler, None, name):
-            blocks.append(window.clip(position, block))
+            gathered.append(window.clip(position, block))
             position += len(block)
-    return np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
+    return gathered.samples()
 
 
 def _place_after_seek(
@@ -423,7 +471,7 @@ def _resample_array(samples: np.ndarray, rate: int, window: _Window) -> np.ndarr
         return window.clip(0, samples)
     resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
     name = "The sample array"
-    blocks: list[np.ndarray] = []
+    gathered = _SampleBuffer(_expected_samples(len(samples) / rate, window))
     position = 0
     for offset in range(0, len(samples), ARRAY_BLOCK):
         frame = av.AudioFrame.from_ndarray(
@@ -433,12 +481,12 @@ def _resample_array(samples: np.ndarray, rate: int, window: _Window) -> np.ndarr
         )
         frame.sample_rate = rate
         for block in _resample(resampler, frame, name):
-            blocks.append(window.clip(position, block))
+            gathered.append(window.clip(position, block))
             position += len(block)
         if window.filled_by(position):
             break
     else:
         for block in _resample(resampler, None, name):
-            blocks.append(window.clip(position, block))
+            gathered.append(window.clip(position, block))
             position += len(block)
-    return np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
+    return gathered.samples()
