@@ -227,6 +227,18 @@ def test_a_forced_language_by_code_or_name(given, tokenizer, scripts) -> None:
     assert (segment.text, segment.language) == ("hello world", "English")
 
 
+@pytest.mark.parametrize("given", [None, "", "auto", " AUTO "])
+def test_no_language_or_auto_means_detect(given, tokenizer, scripts) -> None:
+    """Nothing forced: the prompt ends with the assistant turn's start, and the language comes
+    from the model's answer."""
+    runtime = ScriptedRuntime(lambda chunk, t: scripts.reply("language German<asr_text>hallo"))
+    transcript = make_engine(runtime, tokenizer).transcribe((noise(2.0), RATE), language=given)
+    (request,) = runtime.requests
+    assert request.prompt_ids.tolist()[-3:] == scripts.ids("<|im_start|>assistant\n")
+    (segment,) = transcript.segments
+    assert (segment.text, segment.language) == ("hallo", "German")
+
+
 def test_an_unknown_language_is_refused_before_any_work(tokenizer, scripts) -> None:
     runtime = ScriptedRuntime(lambda chunk, t: scripts.reply("hello"))
     engine = make_engine(runtime, tokenizer)

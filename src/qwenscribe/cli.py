@@ -33,7 +33,7 @@ from qwenscribe.cli_report import (
     audio_lengths,
 )
 from qwenscribe.errors import InputError, NoAudioError, QwenScribeError
-from qwenscribe.model.prompt import language_name
+from qwenscribe.model.prompt import forced_language
 from qwenscribe.model.resolve import DEFAULT_MODEL
 from qwenscribe.paths import qwenscribe_home
 from qwenscribe.subtitles.shaping import CJK, LATIN, ShapingOptions, preset_for_language
@@ -293,7 +293,7 @@ def transcribe(
         typer.Option(
             "--language",
             "-l",
-            help="Force the language (name or code, e.g. English or en); default: detect.",
+            help="Force the language (name or code, e.g. English or en); default or auto: detect.",
         ),
     ] = None,
     context: Annotated[
@@ -432,7 +432,7 @@ def transcribe(
     wanted = _formats(formats)
     shaping = _Shaping(preset, max_line_width, max_lines, max_cue, min_cue, min_gap, pause_split)
     shaping.for_language(None)  # contradictory settings fail here, before any work
-    forced_language = language_name(language) if language else None
+    forced = forced_language(language)
     plans = plan_outputs(items, wanted, output_dir)
     check_destinations(plans)
     config = ASREngineConfig(
@@ -467,7 +467,7 @@ def transcribe(
         if runtime == "hybrid":
             decoder = config.decoder_file_quant
             table.add_row("precision", f"encoder {encoder_precision}, decoder {decoder}")
-        table.add_row("language", forced_language or "detect")
+        table.add_row("language", forced or "detect")
         timing = aligner_model
         if runtime == "hybrid":
             from qwenscribe.core.models import default_decoder_quant
@@ -505,7 +505,7 @@ def transcribe(
                     result = _transcribe_streaming(
                         engine,
                         path,
-                        forced_language,
+                        forced,
                         context,
                         progress.on_event,
                         (start, duration),

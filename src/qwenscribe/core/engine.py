@@ -47,7 +47,7 @@ from qwenscribe.model.prompt import (
     Exchange,
     answer_prefix,
     asr_prompt_ids,
-    language_name,
+    forced_language,
     parse_answer,
 )
 from qwenscribe.model.resolve import DEFAULT_MODEL
@@ -469,7 +469,7 @@ class QwenASREngine:
         emit: Emit | None,
         cancel: threading.Event | None = None,
     ) -> list[Transcript]:
-        forced = language_name(language) if language else None
+        forced = forced_language(language)
         started = time.perf_counter()
         if self.runtime is None:  # released by the previous low-memory call
             self.runtime = self._load_runtime()

@@ -38,6 +38,14 @@ def language_name(language: str) -> str:
     )
 
 
+def forced_language(language: str | None) -> str | None:
+    """The canonical name to force, or None to let the model detect it (None, "" or "auto",
+    the word other speech tools use for detection)."""
+    if language is None or language.strip().lower() in ("", "auto"):
+        return None
+    return language_name(language)
+
+
 def language_code(name: str | None) -> str | None:
     """The ISO code of a canonical name the model printed; None for no or an unknown name."""
     return _CODES_BY_NAME.get(name) if name else None
