@@ -52,8 +52,31 @@ def test_no_network_at_all_gives_the_same_message(data_dir, monkeypatch):
     # Not offline by setting, but nothing answers: an unresolvable endpoint.
     monkeypatch.delenv("HF_HUB_OFFLINE")
     monkeypatch.setenv("HF_ENDPOINT", "https://no-such-host.invalid")
-    with pytest.raises(ModelUnavailableError, match="--model PATH"):
+    with pytest.raises(ModelUnavailableError, match="--model PATH") as caught:
         resolve_model("1.7b")
+    assert "the mirror https://no-such-host.invalid (HF_ENDPOINT) is not reachable" in str(
+        caught.value
+    )
+    assert "check the mirror's address" in caught.value.hint
+
+
+def test_the_offline_message_says_what_this_machine_is_set_to(monkeypatch):
+    with pytest.raises(ModelUnavailableError) as offline:  # HF_HUB_OFFLINE=1 (the fixture)
+        resolve_model("0.6b")
+    assert "HF_HUB_OFFLINE is set" in offline.value.message
+    assert "unset HF_HUB_OFFLINE" in offline.value.hint
+
+    def no_answer(repo_id, **kwargs):
+        raise ConnectionError("no route to host")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.delenv("HF_ENDPOINT", raising=False)
+    monkeypatch.setattr("huggingface_hub.snapshot_download", no_answer)
+    with pytest.raises(ModelUnavailableError) as unreachable:
+        resolve_model("0.6b")
+    assert "the Hugging Face Hub is not reachable from this machine" in unreachable.value.message
+    assert "set HF_ENDPOINT to a mirror" in unreachable.value.hint
+    assert "hf download Qwen/Qwen3-ASR-0.6B --local-dir DIR" in unreachable.value.hint
 
 
 def test_cached_hub_model_is_used_without_network(tmp_path, monkeypatch, checkpoints):

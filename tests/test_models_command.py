@@ -91,6 +91,18 @@ def test_offline_hub_id_is_one_sentence_and_exit_3(app):
     assert "Traceback" not in result.output
 
 
+def test_a_misspelt_precision_is_refused_before_any_download(app, monkeypatch):
+    def download(*args, **kwargs):
+        raise AssertionError("looked up the model before checking the options")
+
+    monkeypatch.setattr("qwenscribe.model_cache.resolve_model", download)
+    for option in (["-e", "int9"], ["-q", "q9_9"]):
+        result = runner.invoke(app, ["models", "download", "1.7b", *option])
+        assert result.exit_code == 3, result.output
+        assert "Unknown" in result.output
+        assert "Choose from" in result.output
+
+
 def test_remove_by_name_removes_the_hub_entry_and_its_conversions(home, checkpoints):
     import shutil
 

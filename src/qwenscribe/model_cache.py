@@ -145,10 +145,13 @@ def download(
     """Resolve `model` (downloading a hub id if needed) and convert it into the cache for each
     (precision, quantization) asked for (none: the engine's default for the model's kind); the
     converted folders."""
+    from qwenscribe.convert.convert import ConvertOptions, check_options
     from qwenscribe.core.models import default_decoder_quant, hybrid_model_files
 
-    resolved = resolve_model(model)
     default = default_decoder_quant("cpu")
+    # A misspelt precision is refused before a download of gigabytes, not after it.
+    check_options(ConvertOptions(tuple(encoder_precisions), tuple(decoder_quants or (default,))))
+    resolved = resolve_model(model)
     folders = []
     for precision in dict.fromkeys(encoder_precisions or (DEFAULT_PRECISION,)):
         for quant in dict.fromkeys(decoder_quants or (default,)):

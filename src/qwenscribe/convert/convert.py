@@ -131,7 +131,7 @@ def _writers(
     return write_encoder_onnx, write_recognizer_decoder, None
 
 
-def _validate(options: ConvertOptions) -> None:
+def check_options(options: ConvertOptions) -> None:
     """Refuse unknown choices (both kinds of model take the same ones)."""
     from qwenscribe.convert.onnx_decoder import DECODER_QUANTS
     from qwenscribe.convert.onnx_graph import PRECISIONS
@@ -208,7 +208,7 @@ def convert(
 ) -> ConvertResult:
     """Convert `source` (a checkpoint folder or hub id / short name) into the folder `out`."""
     options = options or ConvertOptions()
-    _validate(options)  # before anything is looked up or downloaded
+    check_options(options)  # before anything is looked up or downloaded
     out = Path(out).expanduser()
     if out.exists() and not out.is_dir():
         raise ModelError(f"{out} is a file, not a folder.", "Choose a new folder for --out.")

@@ -8,6 +8,7 @@ cache first and downloaded only when missing; offline, the error says what to pa
 from __future__ import annotations
 
 import logging
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,13 +93,28 @@ def _download(repo_id: str) -> Path:
         ) from None
     except Exception as error:  # offline, DNS, proxy, TLS, HF_HUB_OFFLINE=1
         log.debug("download of %s failed: %r", repo_id, error)
-        raise ModelUnavailableError(
-            f"Cannot download the model {repo_id}: the Hugging Face Hub is not reachable from "
-            "this machine and the model is not in the cache.",
-            f"Pass --model PATH with a local copy of {repo_id} (download it where there is "
-            "internet access, e.g. `hf download "
-            f"{repo_id} --local-dir DIR`), or set HF_ENDPOINT to a mirror.",
-        ) from None
+        raise _unreachable(repo_id) from None
+
+
+def _unreachable(repo_id: str) -> ModelUnavailableError:
+    """The hub could not be reached: said with what this machine is set to reach it by."""
+    local_copy = (
+        f"Pass --model PATH with a local copy of {repo_id} (download it where there is "
+        f"internet access, e.g. `hf download {repo_id} --local-dir DIR`)"
+    )
+    mirror = os.environ.get("HF_ENDPOINT")
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        where, otherwise = "HF_HUB_OFFLINE is set", "or unset HF_HUB_OFFLINE"
+    elif mirror:
+        where = f"the mirror {mirror} (HF_ENDPOINT) is not reachable"
+        otherwise = "or check the mirror's address"
+    else:
+        where = "the Hugging Face Hub is not reachable from this machine"
+        otherwise = "or set HF_ENDPOINT to a mirror"
+    return ModelUnavailableError(
+        f"Cannot download the model {repo_id}: {where} and the model is not in the cache.",
+        f"{local_copy}, {otherwise}.",
+    )
 
 
 def resolve_model(model: str) -> ResolvedModel:
