@@ -6,6 +6,8 @@ import errno
 import hashlib
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 from typer.testing import CliRunner
@@ -21,8 +23,9 @@ FAST = ConvertOptions(encoder_precisions=("fp32",), decoder_quants=("f16",))
 
 
 @pytest.fixture(autouse=True)
-def offline(tmp_path, monkeypatch):
-    monkeypatch.setenv("QWENSCRIBE_HOME", str(tmp_path / "home"))
+def offline(tmp_path_factory, monkeypatch):
+    # The cache (its locks/ folder) apart from tmp_path, whose listing the tests check.
+    monkeypatch.setenv("QWENSCRIBE_HOME", str(tmp_path_factory.mktemp("home")))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
@@ -170,6 +173,35 @@ def test_interrupted_conversion_leaves_nothing_that_looks_complete(
         convert(checkpoints[("asr", "hf")], tmp_path / "fresh", FAST)
     assert read_manifest(tmp_path / "m") == before  # the earlier conversion is untouched
     assert sorted(path.name for path in tmp_path.iterdir()) == ["m"]
+
+
+CONVERT_ONCE = """
+import json, sys
+from qwenscribe.convert.convert import ConvertOptions, convert
+result = convert(sys.argv[1], sys.argv[2], ConvertOptions(("fp32",), ("f16",)))
+print(json.dumps({"skipped": result.skipped}))
+"""
+
+
+def test_two_processes_converting_into_one_folder_convert_once(tmp_path, checkpoints):
+    """Two `transcribe` runs needing the same model at once: one converts, the other waits for
+    it and finds the folder done (without the lock both converted, the second replacing the
+    first's folder under it)."""
+    out = tmp_path / "shared"
+    command = [sys.executable, "-c", CONVERT_ONCE, str(checkpoints[("asr", "hf")]), str(out)]
+    processes = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    results = [process.communicate(timeout=300) for process in processes]
+    for process, (_, stderr) in zip(processes, results, strict=True):
+        assert process.returncode == 0, stderr
+    skipped = sorted(json.loads(stdout.splitlines()[-1])["skipped"] for stdout, _ in results)
+    assert skipped == [False, True]
+    waited = [stderr for _, stderr in results if "Another qwenscribe is converting" in stderr]
+    assert len(waited) <= 1  # the second said why it waited (unless it started after the first)
+    assert read_manifest(out) is not None
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["shared"]
 
 
 def test_a_foreign_folder_is_not_overwritten(tmp_path, checkpoints):

@@ -13,15 +13,19 @@ import json
 import logging
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from filelock import FileLock, Timeout
 
 from qwenscribe import __version__
 from qwenscribe.convert.checkpoint import Checkpoint
 from qwenscribe.errors import ModelError
 from qwenscribe.model.resolve import resolve_model
+from qwenscribe.paths import qwenscribe_home
 
 log = logging.getLogger(__name__)
 
@@ -215,6 +219,46 @@ def convert(
     resolved = resolve_model(str(source))
     checkpoint = Checkpoint(resolved.path)
     fingerprint = source_fingerprint(checkpoint.folder)
+    with _conversion_lock(out):
+        return _convert_locked(checkpoint, resolved.source, fingerprint, out, options)
+
+
+@contextmanager
+def _conversion_lock(out: Path) -> Iterator[None]:
+    """One conversion into `out` at a time, across processes: two `transcribe` runs that both
+    need the same model converted do it once (the second waits, then finds it done).
+
+    The lock files live in the cache (`locks/`, one per output folder), not beside `out`, and
+    stay there: removing a lock file while another process waits on it would let a third take a
+    new one at the same time. Where that folder cannot be written, conversions are not locked."""
+    lock = _acquired_lock(out)
+    try:
+        yield
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _acquired_lock(out: Path) -> FileLock | None:
+    key = hashlib.sha256(str(out.resolve()).encode("utf-8")).hexdigest()[:16]
+    try:
+        locks = qwenscribe_home() / "locks"
+        locks.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(locks / f"convert-{key}.lock")
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            log.warning("Another qwenscribe is converting into %s; waiting for it.", out)
+            lock.acquire()
+    except OSError as error:
+        log.info("converting into %s without a lock (%s)", out, error)
+        return None
+    return lock
+
+
+def _convert_locked(
+    checkpoint: Checkpoint, source: str, fingerprint: str, out: Path, options: ConvertOptions
+) -> ConvertResult:
     existing = read_manifest(out)
     if _up_to_date(existing, fingerprint, options):
         log.info("%s is already converted with these options", out)
@@ -230,7 +274,7 @@ def convert(
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
         _build(checkpoint, staging, options)
-        manifest = _manifest(checkpoint, staging, resolved.source, fingerprint, options)
+        manifest = _manifest(checkpoint, staging, source, fingerprint, options)
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", "utf-8")
         _replace(staging, out)
     except BaseException:
