@@ -397,6 +397,36 @@ def test_out_of_range_numbers_are_usage_errors(data_dir, option):
     assert f"Invalid value for '{option[0]}'" in result.output
 
 
+def test_context_from_a_file(data_dir, checkpoints, tmp_path, monkeypatch):
+    from qwenscribe.core.engine import QwenASREngine
+
+    given = []
+    real = QwenASREngine.transcribe_stream
+
+    def recorded(self, audio, **kwargs):
+        given.append(kwargs["context"])
+        return real(self, audio, **kwargs)
+
+    monkeypatch.setattr(QwenASREngine, "transcribe_stream", recorded)
+    terms = tmp_path / "terms.txt"
+    terms.write_text("Qwen3-ASR, llama.cpp, 通义\n", encoding="utf-8")
+    speech = data_dir / "en_speech.wav"
+    for context, expected in ((f"@{terms}", "Qwen3-ASR, llama.cpp, 通义"), ("@@qwen", "@qwen")):
+        args = [speech, "--no-align", "-c", context, "-o", tmp_path / "out", "--overwrite"]
+        result = _transcribe(checkpoints, tmp_path, *args)
+        assert result.exit_code == 0, result.output
+        assert given[-1] == expected
+
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("Müller".encode("latin-1"))
+    for context, message in ((f"@{tmp_path / 'gone.txt'}", "Cannot read the context file"),
+                             (f"@{latin1}", "is not UTF-8 text")):  # fmt: skip
+        result = _transcribe(checkpoints, tmp_path, speech, "-c", context)
+        assert result.exit_code == 4, result.output
+        assert message in result.output
+    assert len(given) == 2  # the bad files were refused before any work
+
+
 def test_render_from_the_json_transcribe_wrote(data_dir, checkpoints, tmp_path):
     out = tmp_path / "out"
     made = _transcribe(checkpoints, tmp_path, data_dir / "en_speech.wav", "-f", "json", "-o", out)

@@ -22,6 +22,8 @@ import pytest
 
 from conftest import read_wav
 from qwenscribe.core.engine import (
+    LONG_CONTEXT_TOKENS,
+    PROMPT_TEMPLATE_TOKENS,
     ASREngineConfig,
     ChunkRetried,
     QwenASREngine,
@@ -30,6 +32,7 @@ from qwenscribe.core.engine import (
     TranscriptReady,
 )
 from qwenscribe.errors import InputError
+from qwenscribe.model.prompt import asr_prompt_ids
 from qwenscribe.model.tokenizer import load_tokenizer
 from scripted_runtime import HIDDEN, Script, ScriptedRuntime
 
@@ -237,6 +240,40 @@ def test_no_language_or_auto_means_detect(given, tokenizer, scripts) -> None:
     assert request.prompt_ids.tolist()[-3:] == scripts.ids("<|im_start|>assistant\n")
     (segment,) = transcript.segments
     assert (segment.text, segment.language) == ("hallo", "German")
+
+
+def test_a_context_too_long_for_the_model_is_refused_before_any_work(tokenizer, scripts) -> None:
+    runtime = ScriptedRuntime(lambda chunk, t: scripts.reply("hello"))
+    engine = make_engine(runtime, tokenizer)
+    document = " word" * 70_000
+    with pytest.raises(
+        InputError, match=r"The context is 70000 tokens long; .* at most 64782\."
+    ) as caught:
+        engine.transcribe((noise(2.0), RATE), context=document)
+    assert "names, terms" in caught.value.hint
+    assert runtime.mels == []
+    assert runtime.calls == []
+
+
+def test_a_long_context_is_used_with_a_warning(tokenizer, scripts, caplog) -> None:
+    runtime = ScriptedRuntime(lambda chunk, t: scripts.reply("language English<asr_text>hi"))
+    engine = make_engine(runtime, tokenizer)
+    glossary = " word" * (LONG_CONTEXT_TOKENS + 1)
+    transcript = engine.transcribe((noise(2.0), RATE), context=glossary)
+    assert transcript.text == "hi"
+    (request,) = runtime.requests
+    assert len(request.prompt_ids) > LONG_CONTEXT_TOKENS  # all of it went to the model
+    assert "is 1001 tokens long" in caplog.text
+    caplog.clear()
+    engine.transcribe((noise(2.0), RATE), context=" word" * LONG_CONTEXT_TOKENS)
+    assert "tokens long" not in caplog.text
+
+
+def test_the_prompt_template_fits_its_allowance(tokenizer) -> None:
+    """The room left for a context counts the template's own tokens as PROMPT_TEMPLATE_TOKENS."""
+    audio = 7
+    ids = asr_prompt_ids(tokenizer, audio, context="", language="Portuguese")
+    assert len(ids) - audio <= PROMPT_TEMPLATE_TOKENS
 
 
 def test_an_unknown_language_is_refused_before_any_work(tokenizer, scripts) -> None:

@@ -262,6 +262,26 @@ def _transcribe_streaming(
     return transcribe_or_empty(engine, path, **options)
 
 
+def _context_text(given: str) -> str:
+    """--context as given, or read from the file after an @ (a leading @@ stands for @)."""
+    if given.startswith("@@"):
+        return given[1:]
+    if not given.startswith("@") or len(given) == 1:
+        return given
+    path = Path(given[1:]).expanduser()
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except UnicodeDecodeError:
+        raise InputError(
+            f"The context file {path} is not UTF-8 text.", "Save it as UTF-8."
+        ) from None
+    except OSError as error:
+        raise InputError(
+            f"Cannot read the context file {path}: {error.strerror or error}.",
+            "Give the path of a text file after @, or the text itself (@@ for a leading @).",
+        ) from None
+
+
 def _touch(folder: Path | None) -> None:
     if folder is None:
         return
@@ -298,7 +318,12 @@ def transcribe(
     ] = None,
     context: Annotated[
         str,
-        typer.Option("--context", "-c", help="Background text or hotwords for the model."),
+        typer.Option(
+            "--context",
+            "-c",
+            help="Background text or hotwords for the model; @FILE reads them from a UTF-8 text "
+            "file (@@ for text that starts with @).",
+        ),
     ] = "",
     align: Annotated[
         bool,
@@ -433,6 +458,7 @@ def transcribe(
     shaping = _Shaping(preset, max_line_width, max_lines, max_cue, min_cue, min_gap, pause_split)
     shaping.for_language(None)  # contradictory settings fail here, before any work
     forced = forced_language(language)
+    context = _context_text(context)
     plans = plan_outputs(items, wanted, output_dir)
     check_destinations(plans)
     config = ASREngineConfig(

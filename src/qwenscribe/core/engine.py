@@ -57,6 +57,13 @@ from qwenscribe.runtimes.devices import device_kind
 
 log = logging.getLogger(__name__)
 
+# The text decoder's positions (max_position_embeddings of both released sizes).
+TEXT_POSITIONS = 65536
+# The system, user and assistant turns' own tokens around the context and the audio.
+PROMPT_TEMPLATE_TOKENS = 32
+# Beyond this the context costs noticeable time: it is prefilled again with every chunk.
+LONG_CONTEXT_TOKENS = 1000
+
 AudioInput = Union[str, Path, bytes, tuple[np.ndarray, int]]  # noqa: UP007 (a runtime alias)
 RuntimeName = Literal["hybrid", "transformers"]
 
@@ -470,6 +477,7 @@ class QwenASREngine:
         cancel: threading.Event | None = None,
     ) -> list[Transcript]:
         forced = forced_language(language)
+        self._check_context(context)
         started = time.perf_counter()
         if self.runtime is None:  # released by the previous low-memory call
             self.runtime = self._load_runtime()
@@ -500,6 +508,31 @@ class QwenASREngine:
             self._align_afterwards(inputs, results, emit, cancel)
         self._share_times(inputs, runtime_before, runtime_after, time.perf_counter() - started)
         return results  # type: ignore[return-value]
+
+    def _check_context(self, context: str) -> None:
+        """Refuse a context that would push a chunk's prompt past the model's positions (before
+        any work), and warn when it is long enough to slow every chunk: it is prefilled again
+        with each one."""
+        if not context:
+            return
+        count = len(self.tokenizer.encode(context, add_special_tokens=False).ids)
+        chunk_s = self.config.max_chunk_s
+        longest = audio_token_count(round(chunk_s * 100)) + math.ceil(
+            self.config.min_new_tokens + self.config.tokens_per_second * chunk_s
+        )
+        room = TEXT_POSITIONS - longest * (2 if self.config.memory else 1) - PROMPT_TEMPLATE_TOKENS
+        if count > room:
+            raise InputError(
+                f"The context is {count} tokens long; with {chunk_s:g}-s chunks a prompt holds "
+                f"at most {room}.",
+                "Give names, terms and a short description, not a whole document.",
+            )
+        if count > LONG_CONTEXT_TOKENS:
+            log.warning(
+                "The context is %d tokens long: it is decoded again with every chunk, which "
+                "slows transcription; names, terms and a short description are what help.",
+                count,
+            )
 
     def _aligns_afterwards(self) -> bool:
         """Low-memory word timing: align once the recognizer is released (models we own)."""
