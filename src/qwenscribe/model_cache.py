@@ -148,13 +148,14 @@ def download(
     from qwenscribe.convert.convert import ConvertOptions, check_options
     from qwenscribe.core.models import default_decoder_quant, hybrid_model_files
 
-    default = default_decoder_quant("cpu")
+    precisions = tuple(dict.fromkeys(encoder_precisions or (DEFAULT_PRECISION,)))
+    quants = tuple(dict.fromkeys(decoder_quants or (default_decoder_quant("cpu"),)))
     # A misspelt precision is refused before a download of gigabytes, not after it.
-    check_options(ConvertOptions(tuple(encoder_precisions), tuple(decoder_quants or (default,))))
+    check_options(ConvertOptions(precisions, quants))
     resolved = resolve_model(model)
     folders = []
-    for precision in dict.fromkeys(encoder_precisions or (DEFAULT_PRECISION,)):
-        for quant in dict.fromkeys(decoder_quants or (default,)):
+    for precision in precisions:
+        for quant in quants:
             # The name as given, so the folder is the one `transcribe --model NAME` looks for.
             files = hybrid_model_files(model, precision, quant, resolved.kind)
             folders.append(files.folder)
