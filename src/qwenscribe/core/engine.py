@@ -509,6 +509,10 @@ class QwenASREngine:
         self._share_times(inputs, runtime_before, runtime_after, time.perf_counter() - started)
         return results  # type: ignore[return-value]
 
+    def _token_budget(self, seconds: float) -> int:
+        """The most tokens a chunk of `seconds` may generate."""
+        return math.ceil(self.config.min_new_tokens + self.config.tokens_per_second * seconds)
+
     def _check_context(self, context: str) -> None:
         """Refuse a context that would push a chunk's prompt past the model's positions (before
         any work), and warn when it is long enough to slow every chunk: it is prefilled again
@@ -517,9 +521,7 @@ class QwenASREngine:
             return
         count = len(self.tokenizer.encode(context, add_special_tokens=False).ids)
         chunk_s = self.config.max_chunk_s
-        longest = audio_token_count(round(chunk_s * 100)) + math.ceil(
-            self.config.min_new_tokens + self.config.tokens_per_second * chunk_s
-        )
+        longest = audio_token_count(round(chunk_s * 100)) + self._token_budget(chunk_s)
         room = TEXT_POSITIONS - longest * (2 if self.config.memory else 1) - PROMPT_TEMPLATE_TOKENS
         if count > room:
             raise InputError(
@@ -633,9 +635,7 @@ class QwenASREngine:
             ),
             np.int64,
         )
-        budget = math.ceil(
-            self.config.min_new_tokens + self.config.tokens_per_second * job.chunk.duration_s
-        )
+        budget = self._token_budget(job.chunk.duration_s)
         job.prefix = answer_prefix(forced)
         job.request = DecodeRequest(ids, audio, budget, suppress_eos=self.config.decode_full_budget)
 
