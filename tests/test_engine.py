@@ -419,6 +419,29 @@ def test_running_out_of_budget_is_flagged_and_logged(guard, tokenizer, scripts, 
     assert "<samples>" in warnings[0].getMessage()
 
 
+def test_a_chunk_cut_inside_a_character_shows_no_replacement_character(tokenizer, scripts):
+    """The budget ends the answer after the first byte of a three-byte character ("通" is
+    E9 80 9A): its decoded U+FFFD is dropped, the text before it kept."""
+    text_ids = scripts.ids("language Chinese<asr_text>你好")
+    first_byte = tokenizer.token_to_id(chr(0xE9))  # byte-level BPE: the byte 0xE9 alone
+    assert tokenizer.decode([first_byte]) == "\ufffd"
+    script = itertools.chain(text_ids, [first_byte], itertools.cycle(range(300, 2900)))
+    runtime = ScriptedRuntime(lambda chunk, t: script)
+    # A budget of exactly the scripted tokens and the lone byte: ceil(N + 3 s x 1e-9) = N + 1.
+    engine = make_engine(
+        runtime,
+        tokenizer,
+        repetition_guard=False,
+        min_new_tokens=len(text_ids),
+        tokens_per_second=1e-9,
+    )
+    transcript = engine.transcribe((noise(3.0), RATE))
+    (segment,) = transcript.segments
+    assert segment.tokens == [*text_ids, first_byte]
+    assert segment.finish == "length"
+    assert segment.text == "你好"
+
+
 def test_the_token_budget_grows_with_the_chunk(tokenizer, scripts) -> None:
     """max_new_tokens = min_new_tokens + tokens_per_second * chunk seconds (rounded up)."""
     runtime = ScriptedRuntime(lambda chunk, t: scripts.reply("language English<asr_text>hi"))

@@ -63,6 +63,7 @@ TEXT_POSITIONS = 65536
 PROMPT_TEMPLATE_TOKENS = 32
 # Beyond this the context costs noticeable time: it is prefilled again with every chunk.
 LONG_CONTEXT_TOKENS = 1000
+REPLACEMENT_CHARACTER = "\ufffd"  # what the bytes of an incomplete character decode to
 
 AudioInput = Union[str, Path, bytes, tuple[np.ndarray, int]]  # noqa: UP007 (a runtime alias)
 RuntimeName = Literal["hybrid", "transformers"]
@@ -720,6 +721,10 @@ class QwenASREngine:
                 job.request.max_new_tokens,
             )
         answer = job.prefix + self.tokenizer.decode(tokens, skip_special_tokens=True)
+        if failed or generation.finish == "length":
+            # Cut mid-character (a multi-byte character spans tokens): its first bytes decode
+            # to U+FFFD, which no subtitle should show.
+            answer = answer.rstrip(REPLACEMENT_CHARACTER)
         parsed = parse_answer(answer)
         segment = None
         if parsed.text:
@@ -840,7 +845,7 @@ class _TextStream:
     def push(self, token: int) -> str:
         self.tokens.append(token)
         answer = self.prefix + self.tokenizer.decode(self.tokens, skip_special_tokens=True)
-        if answer.endswith("\ufffd"):
+        if answer.endswith(REPLACEMENT_CHARACTER):
             return ""  # an incomplete multi-byte character: wait for the next token
         marker = answer.find("<asr_text>")
         if marker < 0:
