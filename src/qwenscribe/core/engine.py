@@ -721,10 +721,10 @@ class QwenASREngine:
                 job.request.max_new_tokens,
             )
         answer = job.prefix + self.tokenizer.decode(tokens, skip_special_tokens=True)
-        if failed or generation.finish == "length":
+        if (failed or generation.finish == "length") and answer.endswith(REPLACEMENT_CHARACTER):
             # Cut mid-character (a multi-byte character spans tokens): its first bytes decode
-            # to U+FFFD, which no subtitle should show.
-            answer = answer.rstrip(REPLACEMENT_CHARACTER)
+            # to one U+FFFD, which no subtitle should show.
+            answer = answer[: -len(REPLACEMENT_CHARACTER)]
         parsed = parse_answer(answer)
         segment = None
         if parsed.text:
