@@ -16,6 +16,7 @@ from qwenscribe import __version__
 from qwenscribe.cli import app
 from qwenscribe.convert import convert as convert_module
 from qwenscribe.convert.convert import ConvertOptions, convert, read_manifest
+from qwenscribe.core.models import hybrid_model_files
 from qwenscribe.errors import ModelError, ModelUnavailableError
 from torchless import run_without_torch
 
@@ -202,6 +203,32 @@ def test_two_processes_converting_into_one_folder_convert_once(tmp_path, checkpo
     assert len(waited) <= 1  # the second said why it waited (unless it started after the first)
     assert read_manifest(out) is not None
     assert sorted(path.name for path in tmp_path.iterdir()) == ["shared"]
+
+
+def test_a_damaged_conversion_is_converted_again(tmp_path, checkpoints, caplog):
+    """A file cut short or gone: the same request converts again instead of saying 'done'."""
+    convert(checkpoints[("asr", "hf")], tmp_path / "m", FAST)
+    decoder = tmp_path / "m" / "decoder.f16.gguf"
+    size = decoder.stat().st_size
+    decoder.write_bytes(decoder.read_bytes()[: size // 2])
+    again = convert(checkpoints[("asr", "hf")], tmp_path / "m", FAST)
+    assert not again.skipped
+    assert decoder.stat().st_size == size
+    assert "decoder.f16.gguf missing or of the wrong size; converting it again" in caplog.text
+    assert convert(checkpoints[("asr", "hf")], tmp_path / "m", FAST).skipped
+
+
+def test_a_damaged_cached_conversion_repairs_itself(checkpoints):
+    """The cache's conversions are derived data: a file lost from one is made again on the next
+    load, where a folder the user converted and named is refused (test_engine_failures)."""
+    source = str(checkpoints[("asr", "hf")])
+    files = hybrid_model_files(source, "fp32", "f16")
+    lost = files.folder / "encoder_backend.fp32.onnx"
+    size = lost.stat().st_size
+    lost.unlink()
+    again = hybrid_model_files(source, "fp32", "f16")
+    assert again.folder == files.folder
+    assert lost.stat().st_size == size
 
 
 def test_a_foreign_folder_is_not_overwritten(tmp_path, checkpoints):

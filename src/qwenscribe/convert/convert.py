@@ -112,6 +112,17 @@ def _up_to_date(manifest: dict[str, Any] | None, fingerprint: str, options: Conv
     )
 
 
+def damaged_files(folder: Path, manifest: dict[str, Any]) -> list[str]:
+    """The manifest's files that are gone or no longer their recorded size (a deleted file, a
+    copy cut short); sizes, not hashes, so that checking costs no reading."""
+    damaged = []
+    for name, facts in manifest.get("files", {}).items():
+        path = folder / name
+        if not path.is_file() or path.stat().st_size != facts["bytes"]:
+            damaged.append(name)
+    return damaged
+
+
 def _writers(
     kind: str,
 ) -> tuple[Callable[..., list[Path]], Callable[..., Path], Callable[..., Path] | None]:
@@ -261,9 +272,14 @@ def _convert_locked(
 ) -> ConvertResult:
     existing = read_manifest(out)
     if _up_to_date(existing, fingerprint, options):
-        log.info("%s is already converted with these options", out)
-        return ConvertResult(out, existing, skipped=True)  # type: ignore[arg-type]
-    if existing is not None and existing.get("converter_revision") != CONVERTER_REVISION:
+        damaged = damaged_files(out, existing)  # type: ignore[arg-type]
+        if not damaged:
+            log.info("%s is already converted with these options", out)
+            return ConvertResult(out, existing, skipped=True)  # type: ignore[arg-type]
+        log.warning(
+            "%s: %s missing or of the wrong size; converting it again.", out, ", ".join(damaged)
+        )
+    elif existing is not None and existing.get("converter_revision") != CONVERTER_REVISION:
         log.info("%s was converted by an older qwenscribe; converting it again", out)
     if out.exists() and existing is None and any(out.iterdir()):
         raise ModelError(

@@ -19,6 +19,7 @@ from typing import Any
 from qwenscribe.convert.convert import (
     ConvertOptions,
     convert,
+    damaged_files,
     read_manifest,
     source_fingerprint,
 )
@@ -97,14 +98,13 @@ def check_converted(
                 f"{options.get('decoder_quants')}).",
                 "Choose one of those, or convert again with the one you want.",
             )
-    for name, facts in listed.items():
-        path = folder / name
-        if not path.is_file() or path.stat().st_size != facts["bytes"]:
-            raise ModelError(
-                f"The model file {path} is missing or has the wrong size (damaged or "
-                "incomplete copy).",
-                "Convert the model again.",
-            )
+    damaged = damaged_files(folder, manifest)
+    if damaged:
+        raise ModelError(
+            f"The model file {folder / damaged[0]} is missing or has the wrong size (damaged or "
+            "incomplete copy).",
+            "Convert the model again.",
+        )
 
 
 def _cache_folder(resolved: ResolvedModel, precision: str, quant: str) -> Path:
