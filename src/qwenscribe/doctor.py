@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from qwenscribe.errors import QwenScribeError
+from qwenscribe.log_levels import logger_level
 from qwenscribe.runtimes import cpu
 
 OK, WARN, FAIL = "ok", "warn", "fail"
@@ -432,7 +433,7 @@ def check_self_test(workdir: Path | None = None, parity: bool = True) -> list[Ch
                 threads=min(2, os.cpu_count() or 1),
             )
             # A random tiny model runs to its token budget: the engine says so, expectedly.
-            with QwenASREngine(config) as engine, _quiet_logger("qwenscribe"):
+            with QwenASREngine(config) as engine, logger_level("qwenscribe", logging.ERROR):
                 transcript = engine.transcribe((samples, RATE))
             words = sum(len(segment.words) for segment in transcript.segments)
             targets = {fmt: root / f"clip.{fmt}" for fmt in ("srt", "vtt", "json")}
@@ -468,18 +469,6 @@ def _count(number: int, noun: str) -> str:
 
 
 @contextmanager
-def _quiet_logger(name: str) -> Iterator[None]:
-    """Only errors from logger `name` while the block runs (its level restored after)."""
-    logger = logging.getLogger(name)
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
-@contextmanager
 def _quiet_transformers() -> Iterator[None]:
     """No loading bars or advice from transformers inside the doctor's table."""
     from transformers.utils import logging as transformers_logging
@@ -487,7 +476,7 @@ def _quiet_transformers() -> Iterator[None]:
     bars = transformers_logging.is_progress_bar_enabled()
     transformers_logging.disable_progress_bar()
     try:
-        with _quiet_logger("transformers"):
+        with logger_level("transformers", logging.ERROR):
             yield
     finally:
         if bars:

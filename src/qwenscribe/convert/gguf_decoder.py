@@ -56,6 +56,7 @@ import numpy as np
 
 from qwenscribe.convert.checkpoint import Checkpoint
 from qwenscribe.errors import ModelError
+from qwenscribe.log_levels import logger_level
 from qwenscribe.model import tokens
 from qwenscribe.model.architecture import RMS_NORM_EPS, ROPE_THETA, TIMESTAMP_CLASSES
 
@@ -427,13 +428,8 @@ def _quiet_llama_cpp() -> Iterator[None]:
     message's; its level table predates ggml's renumbering, so warnings arrive as ERROR and
     only CRITICAL silences them. Failure is reported by the quantizer's status, not the log.
     """
-    logger = logging.getLogger("llama-cpp-python")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
-    try:
+    with logger_level("llama-cpp-python", logging.CRITICAL):
         yield
-    finally:
-        logger.setLevel(level)
 
 
 def _usable_cpus() -> int:

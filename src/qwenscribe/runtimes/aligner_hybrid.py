@@ -28,6 +28,7 @@ import numpy as np
 from qwenscribe.convert.gguf_decoder import aligner_filename
 from qwenscribe.convert.onnx_graph import PRECISIONS
 from qwenscribe.errors import ModelError
+from qwenscribe.log_levels import logger_level
 from qwenscribe.model.architecture import TIMESTAMP_CLASSES
 from qwenscribe.model.tokens import TIMESTAMP_ID
 from qwenscribe.runtimes.base import RuntimeTimes
@@ -68,13 +69,8 @@ def _quiet_llama_load() -> Iterator[None]:
     (no newline token, no end-of-generation token), which is expected and not the user's
     business. Only CRITICAL silences warnings (see convert.gguf_decoder)."""
     llama_api()  # its first call sets the logger's level: it must come before ours
-    logger = logging.getLogger("llama-cpp-python")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
-    try:
+    with logger_level("llama-cpp-python", logging.CRITICAL):
         yield
-    finally:
-        logger.setLevel(level)
 
 
 class LlamaSlotScorer:
