@@ -248,7 +248,7 @@ def _transcribe_streaming(
     """The transcript of one file, passing the engine's events on as they come; a file without
     audio gives an empty transcript, as in `pipeline.transcribe_or_empty`."""
     from qwenscribe.core.engine import TranscriptReady
-    from qwenscribe.pipeline import transcribe_or_empty
+    from qwenscribe.pipeline import empty_transcript
 
     start, duration = window
     options = {"language": language, "context": context, "start": start, "duration": duration}
@@ -257,9 +257,9 @@ def _transcribe_streaming(
             if isinstance(event, TranscriptReady):
                 return event.transcript
             on_event(event)
-    except NoAudioError:
-        pass
-    return transcribe_or_empty(engine, path, **options)
+    except NoAudioError as error:  # reported once, not decoded a second time
+        return empty_transcript(engine, path, error)
+    raise AssertionError("the engine's stream ended without its transcript")
 
 
 def _context_text(given: str) -> str:

@@ -44,15 +44,19 @@ def transcribe_or_empty(
             audio, language=language, context=context, start=start, duration=duration
         )
     except NoAudioError as error:
-        log.info("%s", error.message)
-        length = _duration_or_none(audio)
-        return Transcript(
-            segments=[],
-            duration=length or 0.0,
-            language=None,
-            source=describe_input(audio),
-            model=engine.config.model,
-        )
+        return empty_transcript(engine, audio, error)
+
+
+def empty_transcript(engine: QwenASREngine, audio: AudioInput, error: NoAudioError) -> Transcript:
+    """What an input without audio gives: no segments, its stated length where it has one."""
+    log.info("%s", error.message)
+    return Transcript(
+        segments=[],
+        duration=_duration_or_none(audio) or 0.0,
+        language=None,
+        source=describe_input(audio),
+        model=engine.config.model,
+    )
 
 
 def _duration_or_none(audio: AudioInput) -> float | None:
