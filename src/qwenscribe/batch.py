@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qwenscribe.errors import InputError
+from qwenscribe.paths import nearest_existing
 
 AUDIO_EXTENSIONS = frozenset(
     [
@@ -293,9 +294,7 @@ def check_destinations(plans: Sequence[OutputPlan]) -> None:
             if folder in checked:
                 continue
             checked.add(folder)
-            existing = folder
-            while not existing.exists() and existing != existing.parent:
-                existing = existing.parent
+            existing = nearest_existing(folder)
             if not existing.is_dir():
                 within = "" if existing == folder else f", so {folder} cannot be made"
                 raise InputError(

@@ -279,11 +279,9 @@ def check_cache_writable() -> Check:
 
 
 def check_disk_space(minimum: int = LOW_DISK_BYTES) -> Check:
-    from qwenscribe.paths import qwenscribe_home
+    from qwenscribe.paths import nearest_existing, qwenscribe_home
 
-    place = qwenscribe_home()
-    while not place.exists() and place != place.parent:
-        place = place.parent
+    place = nearest_existing(qwenscribe_home())
     free = shutil.disk_usage(place).free
     detail = f"{free / 1024**3:.1f} GiB free in {place}"
     if free < minimum:

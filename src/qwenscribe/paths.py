@@ -34,3 +34,10 @@ def bench_dir() -> Path:
 def prepacked_dir() -> Path:
     """ONNX graphs with their weights laid out for this machine's kernels (safe to delete)."""
     return qwenscribe_home() / "prepacked"
+
+
+def nearest_existing(path: Path) -> Path:
+    """`path`, or the closest folder above it that exists (where it would be created)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
